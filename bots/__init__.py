@@ -1,0 +1,1 @@
+"""The doors onto the core: the CLI today; HTTP and Slack adapters build on the same `Verbatim`."""

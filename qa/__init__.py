@@ -1,0 +1,7 @@
+"""The core: index building, retrieval, quote selection and abstention. Every door calls `Verbatim`."""
+
+from qa.answer import Answer, Passage, Quote
+from qa.engine import DocumentNotFoundError, Verbatim
+from qa.settings import Settings
+
+__all__ = ["Answer", "DocumentNotFoundError", "Passage", "Quote", "Settings", "Verbatim"]

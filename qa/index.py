@@ -1,0 +1,436 @@
+"""The index on disk: incremental builds, atomic swaps, and loading with compatibility checks.
+
+Layout of an index directory:
+
+    CURRENT            name of the version directory in use (replaced atomically)
+    v-<version>/       manifest.json, documents.jsonl, chunks/ and sentences/ vector stores
+    .build-*/          a build in progress (removed by the next build if one was killed)
+    .lock              held by the one build allowed at a time
+
+A build writes a complete new version directory, then swaps `CURRENT` with `os.replace`, so a
+reader sees either the old index or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from corpus.chunking import ChunkerSettings, chunk_document
+from corpus.errors import DocumentError
+from corpus.loader import SourceFile, discover, read_document
+from corpus.models import Chunk, Document, Span
+from embeddings.encoder import Encoder
+from embeddings.store import FaissStore, chunk_vector_id
+
+FORMAT_VERSION = 1
+_CURRENT = "CURRENT"
+_MANIFEST = "manifest.json"
+_DOCUMENTS = "documents.jsonl"
+
+log = structlog.get_logger(__name__)
+
+
+class VerbatimIndexError(Exception):
+    """Base for index problems; the message tells the user what to run."""
+
+
+class IndexNotFoundError(VerbatimIndexError):
+    pass
+
+
+class IndexMismatchError(VerbatimIndexError):
+    pass
+
+
+class IndexBusyError(VerbatimIndexError):
+    pass
+
+
+@dataclass
+class IndexedDocument:
+    document: Document
+    sentences: list[Span]
+    chunks: list[Chunk]
+    content_hash: str
+
+
+@dataclass
+class Index:
+    """A loaded index: documents, their sentences and chunks, and both vector stores."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    entries: dict[str, IndexedDocument]
+    chunk_store: FaissStore
+    sentence_store: FaissStore
+    chunks_by_vector_id: dict[int, Chunk] = field(init=False)
+    chunk_of_sentence: dict[int, Chunk] = field(init=False)  # by sentence vector id
+
+    def __post_init__(self) -> None:
+        self.chunks_by_vector_id = {}
+        self.chunk_of_sentence = {}
+        for doc_id, entry in self.entries.items():
+            for chunk in entry.chunks:
+                self.chunks_by_vector_id[chunk_vector_id(chunk.chunk_id)] = chunk
+                for index in chunk.sentences:  # with overlap, the first chunk holding it wins
+                    self.chunk_of_sentence.setdefault(sentence_vector_id(doc_id, index), chunk)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["index_version"])
+
+    @property
+    def documents(self) -> dict[str, Document]:
+        return {doc_id: entry.document for doc_id, entry in self.entries.items()}
+
+
+@dataclass
+class BuildReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[DocumentError] = field(default_factory=list)
+    kept_after_failure: list[str] = field(default_factory=list)
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    sentences_embedded: int = 0
+    seconds: float = 0.0
+    index_version: str = ""
+    written: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed"] = [{"path": e.path, "reason": e.reason} for e in self.failed]
+        return data
+
+
+def sentence_vector_id(doc_id: str, index: int) -> int:
+    return chunk_vector_id(f"{doc_id}\x00sentence\x00{index}")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def current_version_dir(index_dir: Path) -> Path | None:
+    try:
+        name = (index_dir / _CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return index_dir / name if name else None
+
+
+def load_index(index_dir: Path, model_id: str | None = None, hnsw_threshold: int = 50_000) -> Index:
+    """Load the index in use; with `model_id`, refuse one built with another model."""
+    directory = current_version_dir(index_dir)
+    if directory is None or not (directory / _MANIFEST).exists():
+        raise IndexNotFoundError(
+            f"no index at {index_dir}: run `verbatim index [PATH...]` to build one"
+        )
+    manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+    check_compatible(manifest, model_id, index_dir)
+    dimension = int(manifest["dimension"])
+    entries = {}
+    with (directory / _DOCUMENTS).open(encoding="utf-8") as lines:
+        for line in lines:
+            entry = _entry_from_json(json.loads(line))
+            entries[entry.document.doc_id] = entry
+    return Index(
+        directory=directory,
+        manifest=manifest,
+        entries=entries,
+        chunk_store=FaissStore.load(directory / "chunks", dimension, hnsw_threshold),
+        sentence_store=FaissStore.load(directory / "sentences", dimension, hnsw_threshold),
+    )
+
+
+def check_compatible(manifest: dict[str, Any], model_id: str | None, index_dir: Path) -> None:
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexMismatchError(
+            f"the index at {index_dir} has format {manifest.get('format_version')}, this version "
+            f"of verbatim reads format {FORMAT_VERSION}: re-index with `verbatim index`"
+        )
+    if model_id is not None and manifest.get("model") != model_id:
+        raise IndexMismatchError(
+            f"the index at {index_dir} was built with model {manifest.get('model')!r} but the "
+            f"configured model is {model_id!r}: re-index with `verbatim index`, or set "
+            f"VERBATIM_MODEL={manifest.get('model')}"
+        )
+
+
+def _entry_from_json(data: dict[str, Any]) -> IndexedDocument:
+    document = Document.from_dict(data["document"])
+    sentences = [Span(start, end, section) for start, end, section in data["sentences"]]
+    chunks = [
+        Chunk(
+            chunk_id=chunk_id,
+            doc_id=document.doc_id,
+            text=document.text[start:end],
+            char_start=start,
+            char_end=end,
+            section=section,
+            sentences=tuple(sentence_indexes),
+        )
+        for chunk_id, start, end, section, sentence_indexes in data["chunks"]
+    ]
+    return IndexedDocument(document, sentences, chunks, data["content_hash"])
+
+
+def _entry_to_json(entry: IndexedDocument) -> dict[str, Any]:
+    return {
+        "document": entry.document.to_dict(),
+        "content_hash": entry.content_hash,
+        "sentences": [[s.start, s.end, s.section] for s in entry.sentences],
+        "chunks": [
+            [c.chunk_id, c.char_start, c.char_end, c.section, list(c.sentences)]
+            for c in entry.chunks
+        ],
+    }
+
+
+# ---------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """Callbacks for a progress display: `start(total)` then `advance(n)` per encoded text."""
+
+    start: Callable[[int], None]
+    advance: Callable[[int], None]
+
+
+class IndexBuilder:
+    """Builds an index from source paths, re-embedding only documents whose bytes changed."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        encoder: Encoder,
+        chunker: ChunkerSettings,
+        hnsw_threshold: int = 50_000,
+        max_file_bytes: int = 50 * 1024 * 1024,
+    ) -> None:
+        self.index_dir = index_dir
+        self.encoder = encoder
+        self.chunker = chunker
+        self.hnsw_threshold = hnsw_threshold
+        self.max_file_bytes = max_file_bytes
+
+    def build(self, paths: Sequence[Path], progress: BuildProgress | None = None) -> BuildReport:
+        started = time.perf_counter()
+        report = BuildReport()
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            _remove_stale_builds(self.index_dir)
+            previous = self._previous_index()
+            sources, report.failed = discover(paths, self.max_file_bytes)
+            old = previous.entries if previous else {}
+            entries: dict[str, IndexedDocument] = {}
+            fresh: list[IndexedDocument] = []
+            for source in sources:
+                entry = old.get(source.doc_id)
+                if entry is not None and entry.content_hash == source.content_hash:
+                    entries[source.doc_id] = entry
+                    report.unchanged.append(source.doc_id)
+                    continue
+                new_entry = self._read(source, report)
+                if new_entry is None:
+                    if entry is not None:  # keep the last good version rather than lose it
+                        entries[source.doc_id] = entry
+                        report.kept_after_failure.append(source.doc_id)
+                    continue
+                entries[source.doc_id] = new_entry
+                fresh.append(new_entry)
+                (report.updated if entry is not None else report.added).append(source.doc_id)
+            report.removed = sorted(set(old) - set(entries))
+            report.chunks_total = sum(len(e.chunks) for e in entries.values())
+            version = self._version(entries)
+            report.index_version = version
+            if previous is not None and previous.version == version:
+                report.seconds = time.perf_counter() - started
+                return report
+            chunk_store, sentence_store = self._stores(previous, entries, fresh, report, progress)
+            self._write(version, entries, chunk_store, sentence_store, [str(p) for p in paths])
+            report.written = True
+        report.seconds = time.perf_counter() - started
+        log.info("index_built", **{k: v for k, v in report.to_dict().items() if k != "failed"})
+        return report
+
+    def _previous_index(self) -> Index | None:
+        try:
+            previous = load_index(self.index_dir, None, self.hnsw_threshold)
+        except IndexNotFoundError:
+            return None
+        except (IndexMismatchError, OSError, ValueError, KeyError) as exc:
+            log.warning("previous_index_unusable", reason=str(exc))
+            return None
+        same_model = previous.manifest.get("model") == self.encoder.model_id
+        same_chunker = previous.manifest.get("chunker") == asdict(self.chunker)
+        if not (same_model and same_chunker):
+            log.info("rebuilding_everything", reason="model or chunker settings changed")
+            return None
+        return previous
+
+    def _read(self, source: SourceFile, report: BuildReport) -> IndexedDocument | None:
+        try:
+            document = read_document(source)
+        except DocumentError as error:
+            report.failed.append(error)
+            log.warning("document_skipped", path=error.path, reason=error.reason)
+            return None
+        sentences, chunks = chunk_document(document, self.chunker)
+        return IndexedDocument(document, sentences, chunks, source.content_hash)
+
+    def _version(self, entries: dict[str, IndexedDocument]) -> str:
+        digest = hashlib.sha256()
+        digest.update(json.dumps([FORMAT_VERSION, self.encoder.model_id, asdict(self.chunker)]).encode())
+        for doc_id in sorted(entries):
+            digest.update(f"{doc_id}\x00{entries[doc_id].content_hash}\n".encode())
+        return digest.hexdigest()[:16]
+
+    def _stores(
+        self,
+        previous: Index | None,
+        entries: dict[str, IndexedDocument],
+        fresh: list[IndexedDocument],
+        report: BuildReport,
+        progress: BuildProgress | None,
+    ) -> tuple[FaissStore, FaissStore]:
+        if previous is not None:
+            chunk_store, sentence_store = previous.chunk_store, previous.sentence_store
+            chunk_store.hnsw_threshold = sentence_store.hnsw_threshold = self.hnsw_threshold
+            stale = [
+                previous.entries[doc_id]
+                for doc_id in previous.entries
+                if doc_id not in entries or entries[doc_id] is not previous.entries[doc_id]
+            ]
+            chunk_store.remove(_chunk_ids(stale))
+            sentence_store.remove(_sentence_ids(stale))
+        else:
+            chunk_store = FaissStore(self.encoder.dimension, self.hnsw_threshold)
+            sentence_store = FaissStore(self.encoder.dimension, self.hnsw_threshold)
+        chunk_texts = [chunk.text for entry in fresh for chunk in entry.chunks]
+        sentence_texts = [
+            entry.document.text[s.start : s.end] for entry in fresh for s in entry.sentences
+        ]
+        if progress is not None:
+            progress.start(len(chunk_texts) + len(sentence_texts))
+        advance = progress.advance if progress is not None else None
+        chunk_vectors = self.encoder.encode_passages(chunk_texts, advance)
+        sentence_vectors = self.encoder.encode_passages(sentence_texts, advance)
+        chunk_store.add(_chunk_ids(fresh), chunk_vectors)
+        sentence_store.add(_sentence_ids(fresh), sentence_vectors)
+        report.chunks_embedded = len(chunk_texts)
+        report.sentences_embedded = len(sentence_texts)
+        return chunk_store, sentence_store
+
+    def _write(
+        self,
+        version: str,
+        entries: dict[str, IndexedDocument],
+        chunk_store: FaissStore,
+        sentence_store: FaissStore,
+        sources: list[str],
+    ) -> None:
+        building = Path(tempfile.mkdtemp(prefix=".build-", dir=self.index_dir))
+        with (building / _DOCUMENTS).open("w", encoding="utf-8") as out:
+            for doc_id in sorted(entries):
+                out.write(json.dumps(_entry_to_json(entries[doc_id]), ensure_ascii=False) + "\n")
+        chunk_store.save(building / "chunks")
+        sentence_store.save(building / "sentences")
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "index_version": version,
+            "model": self.encoder.model_id,
+            "dimension": chunk_store.dimension,
+            "chunker": asdict(self.chunker),
+            "vector_store": {"kind": chunk_store.kind, "chunks": len(chunk_store),
+                             "sentences": len(sentence_store)},
+            "sources": sources,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "documents": {
+                doc_id: {"content_hash": e.content_hash, "path": e.document.path,
+                         "chunks": len(e.chunks), "sentences": len(e.sentences)}
+                for doc_id, e in sorted(entries.items())
+            },
+        }
+        (building / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        _fsync_tree(building)
+        target = self.index_dir / f"v-{version}"
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(building, target)
+        _atomic_write(self.index_dir / _CURRENT, target.name)
+        for old in self.index_dir.glob("v-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        with (self.index_dir / ".lock").open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise IndexBusyError(
+                    f"another `verbatim index` is building {self.index_dir}; wait for it to finish"
+                ) from exc
+            yield
+
+
+def _chunk_ids(entries: list[IndexedDocument]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.array(
+        [chunk_vector_id(c.chunk_id) for e in entries for c in e.chunks], dtype=np.int64
+    )
+
+
+def _sentence_ids(entries: list[IndexedDocument]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.array(
+        [sentence_vector_id(e.document.doc_id, i) for e in entries for i in range(len(e.sentences))],
+        dtype=np.int64,
+    )
+
+
+def _remove_stale_builds(index_dir: Path) -> None:
+    """A build killed halfway leaves its directory behind; the lock says none is running now."""
+    for stale in index_dir.glob(".build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,65 @@
+"""All settings in one place: flags override `VERBATIM_*` environment variables, which override
+these defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corpus.chunking import ChunkerSettings
+from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
+from qa.quotes import QuoteSettings
+
+# Chosen on the seed question set (eval/seed_questions.jsonl), see docs/benchmarks.md: the
+# midpoint between the lowest-scoring answerable question's top quote (0.525) and the
+# highest-scoring off-topic one (0.367).
+DEFAULT_THRESHOLD = 0.45
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VERBATIM_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: platformdirs.user_data_path("verbatim"))
+    index_dir: Path | None = None  # default: $VERBATIM_HOME/index
+    model: str = DEFAULT_MODEL
+    batch_size: int = Field(32, ge=1, le=1024)
+    query_prompt: str | None = None
+    passage_prompt: str | None = None
+    chunk_size: int = Field(800, ge=50, le=20_000)
+    chunk_overlap: int = Field(150, ge=0)
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=-1.0, le=1.0)
+    top_k: int = Field(3, ge=1, le=50)
+    candidates: int = Field(20, ge=1, le=1000)  # chunks (and sentences) retrieved before quoting
+    quote_chunk_weight: float = Field(0.0, ge=0.0, le=1.0)
+    hnsw_threshold: int = Field(50_000, ge=1)
+    max_file_mb: float = Field(50, gt=0)
+    log_level: str = "WARNING"
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir or self.home / "index"
+
+    @property
+    def chunker(self) -> ChunkerSettings:
+        return ChunkerSettings(max_chars=self.chunk_size, overlap_chars=self.chunk_overlap)
+
+    @property
+    def quotes(self) -> QuoteSettings:
+        return QuoteSettings(chunk_weight=self.quote_chunk_weight)
+
+    @property
+    def encoder(self) -> EncoderConfig:
+        return EncoderConfig(
+            model=self.model,
+            batch_size=self.batch_size,
+            query_prompt=self.query_prompt,
+            passage_prompt=self.passage_prompt,
+        )
