@@ -163,33 +163,38 @@ def _pack(
     """Groups of consecutive sentence indexes, one per chunk."""
     groups: list[list[int]] = []
     current: list[int] = []
+    carried = 0  # leading sentences of `current` repeated from the previous chunk
 
-    def size(indexes: list[int]) -> float:
-        return _weight(text[sentences[indexes[0]].start : sentences[indexes[-1]].end]) if indexes else 0
+    def fits(indexes: list[int]) -> bool:
+        span = text[sentences[indexes[0]].start : sentences[indexes[-1]].end]
+        return _weight(span) <= settings.max_chars
 
-    def close(with_overlap: bool) -> list[int]:
-        if current:
+    def flush(overlap: bool) -> None:
+        nonlocal current, carried
+        if len(current) > carried:  # only a chunk with something new is worth keeping
             groups.append(current)
-        return _overlap(text, sentences, current, settings.overlap_chars) if with_overlap else []
+            tail = _overlap(text, sentences, current, settings.overlap_chars) if overlap else []
+        else:
+            tail = current if overlap else []
+        current, carried = list(tail), len(tail)
 
     for block, indexes in block_sentences:
         if not indexes:
             continue
-        if block.kind == "heading" and current:
-            current = close(with_overlap=False)
-        if size(current + indexes) <= settings.max_chars:
-            current = current + indexes
+        if block.kind == "heading":
+            flush(overlap=False)
+        if not fits(current + indexes):
+            flush(overlap=True)
+        if fits(current + indexes):
+            current += indexes
             continue
-        if current and len(current) > len(_overlap(text, sentences, current, settings.overlap_chars)):
-            current = close(with_overlap=True)
         for index in indexes:  # the block does not fit whole: fill sentence by sentence
-            if current and size([*current, index]) > settings.max_chars:
-                current = close(with_overlap=True)
-                while current and size([*current, index]) > settings.max_chars:
-                    current = current[1:]
+            if not fits([*current, index]):
+                flush(overlap=True)
+                while current and not fits([*current, index]):
+                    current, carried = current[1:], carried - 1
             current.append(index)
-    if current and (not groups or current[-1] != groups[-1][-1]):
-        groups.append(current)
+    flush(overlap=False)
     return groups
 
 

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corpus.loader import default_corpus_dir
+from embeddings.encoder import Encoder
+from qa.engine import Verbatim
+from qa.logs import configure_logging
+from qa.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+configure_logging("WARNING")
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTION_SET = ROOT / "eval" / "seed_questions.jsonl"
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    """The real packaged model, loaded once for the whole run."""
+    model = Encoder()
+    model.load()
+    return model
+
+
+@pytest.fixture
+def seed_dir(tmp_path: Path) -> Path:
+    """A private copy of the seed documents that a test may edit."""
+    target = tmp_path / "seeds"
+    shutil.copytree(default_corpus_dir(), target)
+    return target
+
+
+@pytest.fixture
+def make_engine(tmp_path: Path, encoder: Encoder) -> Callable[..., Verbatim]:
+    def make(**settings: Any) -> Verbatim:
+        settings.setdefault("home", tmp_path / "home")
+        shared = encoder if "model" not in settings else None  # another model: its own encoder
+        return Verbatim(Settings(**settings), shared)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def seed_engine(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Verbatim:
+    """An engine over the packaged seed corpus, built once."""
+    engine = Verbatim(Settings(home=tmp_path_factory.mktemp("seed-home")), encoder)
+    engine.build_index()
+    return engine
+
+
+def load_question_set() -> list[dict[str, Any]]:
+    with QUESTION_SET.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]

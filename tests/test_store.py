@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.store import FaissStore
+
+
+def _unit(rows: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_exact_search_finds_each_vector_first() -> None:
+    vectors = _unit(200)
+    store = FaissStore(16)
+    store.add(np.arange(1000, 1200, dtype=np.int64), vectors)
+    scores, ids = store.search(vectors[:5], 3)
+    assert ids[:, 0].tolist() == [1000, 1001, 1002, 1003, 1004]
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert store.kind == "flat"
+
+
+def test_hnsw_above_threshold_agrees_with_exact_search() -> None:
+    vectors = _unit(3000, seed=1)
+    ids = np.arange(3000, dtype=np.int64)
+    exact, approximate = FaissStore(16, hnsw_threshold=10**9), FaissStore(16, hnsw_threshold=1000)
+    exact.add(ids, vectors)
+    approximate.add(ids, vectors)
+    assert approximate.kind == "hnsw"
+    queries = _unit(50, seed=2)
+    _, exact_ids = exact.search(queries, 10)
+    _, approx_ids = approximate.search(queries, 10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx_ids, exact_ids, strict=True)])
+    assert recall >= 0.95
+
+
+def test_remove_deletes_from_results_and_survives_save_and_load(tmp_path: Path) -> None:
+    for threshold in (10**9, 50):  # flat and HNSW
+        vectors = _unit(100, seed=3)
+        store = FaissStore(16, hnsw_threshold=threshold)
+        store.add(np.arange(100, dtype=np.int64), vectors)
+        assert store.remove(np.array([7, 8, 999], dtype=np.int64)) == 2
+        _, ids = store.search(vectors[7:8], 1)
+        assert ids[0, 0] != 7
+        store.save(tmp_path / str(threshold))
+        loaded = FaissStore.load(tmp_path / str(threshold), 16, hnsw_threshold=threshold)
+        assert len(loaded) == 98
+        _, ids = loaded.search(vectors[9:10], 1)
+        assert ids[0, 0] == 9
+        assert np.allclose(loaded.vectors(np.array([9, 3])), vectors[[9, 3]])
+
+
+def test_search_asks_for_more_than_stored() -> None:
+    store = FaissStore(16)
+    store.add(np.array([5], dtype=np.int64), _unit(1))
+    scores, ids = store.search(_unit(1), 10)
+    assert ids.tolist() == [[5]]
