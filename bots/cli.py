@@ -34,7 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)  # never break a quote with inserted newlines
 
 
 class _State:
@@ -61,13 +61,16 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 def _options(
     home: Annotated[Path | None, typer.Option(help="Data directory [env: VERBATIM_HOME].")] = None,
     index_dir: Annotated[
-        Path | None, typer.Option(help="Index directory [env: VERBATIM_INDEX_DIR; default HOME/index].")
+        Path | None,
+        typer.Option(help="Index directory [env: VERBATIM_INDEX_DIR; default HOME/index]."),
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(help="Sentence-transformers model name or path [env: VERBATIM_MODEL]."),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress as JSON lines on stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress as JSON lines on stderr.")
+    ] = False,
 ) -> None:
     _State.overrides = {
         "home": home,
@@ -83,11 +86,16 @@ def index(
         list[Path] | None,
         typer.Argument(help="Files or folders to index. None: the packaged seed documents."),
     ] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in characters [env: VERBATIM_CHUNK_SIZE].")] = None,
-    chunk_overlap: Annotated[
-        int | None, typer.Option(help="Overlap between chunks in characters [env: VERBATIM_CHUNK_OVERLAP].")
+    chunk_size: Annotated[
+        int | None, typer.Option(help="Chunk size in characters [env: VERBATIM_CHUNK_SIZE].")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the build report as JSON.")] = False,
+    chunk_overlap: Annotated[
+        int | None,
+        typer.Option(help="Overlap between chunks in characters [env: VERBATIM_CHUNK_OVERLAP]."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the build report as JSON.")
+    ] = False,
 ) -> None:
     """Index documents (.txt .md .html .pdf .docx). Re-runs only embed what changed; the index
     then mirrors exactly the PATHs given (files no longer there are removed)."""
@@ -95,7 +103,10 @@ def index(
     engine = Verbatim(settings)
     report = _run(lambda progress: engine.build_index(paths, progress))
     for failure in report.failed:
-        err.print(f"[yellow]skipped[/yellow] {escape(failure.path)}: {escape(failure.reason)}", highlight=False)
+        err.print(
+            f"[yellow]skipped[/yellow] {escape(failure.path)}: {escape(failure.reason)}",
+            highlight=False,
+        )
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -107,11 +118,15 @@ def index(
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in quotes.")],
-    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="How many quotes, at most.")] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", "-k", help="How many quotes, at most.")
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Minimum score to answer [env: VERBATIM_THRESHOLD].")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON (design.md shape).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the answer as JSON (design.md shape).")
+    ] = False,
 ) -> None:
     """Answer a question with exact quotes from the indexed documents."""
     if not question.strip():
@@ -130,13 +145,18 @@ def ask(
 
 @app.command()
 def documents(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the documents' metadata as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the documents' metadata as JSON.")
+    ] = False,
 ) -> None:
     """List the indexed documents."""
     engine = Verbatim(_settings())
     docs = _run(lambda _: engine.documents())
     if as_json:
-        rows = [{k: v for k, v in d.to_dict().items() if k != "text"} | {"chars": len(d.text)} for d in docs]
+        rows = [
+            {k: v for k, v in d.to_dict().items() if k != "text"} | {"chars": len(d.text)}
+            for d in docs
+        ]
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     table = Table("doc_id", "title", "date", "source", "chars")
@@ -147,7 +167,12 @@ def documents(
 
 def _run(action: Any) -> Any:
     """Run `action(progress)` with a progress bar on stderr; known failures become one line."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     try:
         with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("embedding", total=None, visible=False)
@@ -169,7 +194,10 @@ def _print_report(report: BuildReport, settings: Settings) -> None:
         f"{report.chunks_total} chunks ({report.chunks_embedded} embedded) · {report.seconds:.2f} s"
     )
     state = "written" if report.written else "already up to date"
-    out.print(f"{summary}\nindex {report.index_version} {state} at {settings.resolved_index_dir}", highlight=False)
+    out.print(
+        f"{summary}\nindex {report.index_version} {state} at {settings.resolved_index_dir}",
+        highlight=False,
+    )
 
 
 def _print_answer(answer: Answer) -> None:
@@ -177,13 +205,25 @@ def _print_answer(answer: Answer) -> None:
         out.print("[bold]No answer in the documents.[/bold]")
         for quote in answer.quotes:
             out.print(f"[dim]Closest match (score {quote.score:.2f}, below the threshold):[/dim]")
-            out.print(f"[dim]  “{escape(quote.text)}” — {escape(quote.title)}[/dim]", highlight=False)
+            out.print(
+                f"[dim]  “{escape(quote.text)}” — {escape(quote.title)}[/dim]", highlight=False
+            )
         return
     for quote in answer.quotes:
         out.print(f"[bold]{quote.rank}.[/bold] “{escape(quote.text)}”", highlight=False)
-        details = [quote.title, quote.date, quote.source, quote.section and f"§ {quote.section}", quote.url]
-        where = f"chars {quote.char_start}–{quote.char_end} of {quote.doc_id} · score {quote.score:.2f}"
-        out.print(f"   [cyan]— {escape(' · '.join(d for d in details if d))}[/cyan]", highlight=False)
+        details = [
+            quote.title,
+            quote.date,
+            quote.source,
+            quote.section and f"§ {quote.section}",
+            quote.url,
+        ]
+        where = (
+            f"chars {quote.char_start}–{quote.char_end} of {quote.doc_id} · score {quote.score:.2f}"
+        )
+        out.print(
+            f"   [cyan]— {escape(' · '.join(d for d in details if d))}[/cyan]", highlight=False
+        )
         out.print(f"   [dim]{where}[/dim]\n", highlight=False)
 
 

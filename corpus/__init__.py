@@ -1,7 +1,8 @@
 """Documents in: reading files, metadata, normalisation, sentence splitting and chunking."""
 
 from corpus.chunking import ChunkerSettings, chunk_document
-from corpus.loader import DocumentError, LoadResult, load_documents
+from corpus.errors import DocumentError
+from corpus.loader import LoadResult, load_documents
 from corpus.models import Chunk, Document, Span
 from corpus.normalize import normalize_text
 from corpus.sentences import split_sentences

@@ -73,11 +73,15 @@ def _blocks(text: str) -> list[_Block]:
     raw = list(_raw_blocks(text))
     for position, (start, end) in enumerate(raw):
         line = text[start:end]
-        next_line = text[raw[position + 1][0] : raw[position + 1][1]] if position + 1 < len(raw) else ""
+        next_line = (
+            text[raw[position + 1][0] : raw[position + 1][1]] if position + 1 < len(raw) else ""
+        )
         heading = _MARKDOWN_HEADING.match(line)
         marker = _ITEM_MARKER.match(line)
         short = _is_short_line(line)
-        if heading or (short and not previous_short and next_line and not _is_short_line(next_line)):
+        if heading or (
+            short and not previous_short and next_line and not _is_short_line(next_line)
+        ):
             level = len(heading.group(1)) if heading else 1
             title = (heading.group(2) if heading else line).strip()
             headings = [h for h in headings if h[0] < level] + [(level, title)]

@@ -76,7 +76,9 @@ def discover(
                 if path.suffix.lower() not in READERS or not path.is_file():
                     continue
                 if not path.resolve().is_relative_to(real_root):
-                    errors.append(DocumentError(path, "symlink points outside the corpus folder; skipped"))
+                    errors.append(
+                        DocumentError(path, "symlink points outside the corpus folder; skipped")
+                    )
                     continue
                 found.append((path, path.relative_to(root).with_suffix("").as_posix()))
     sources: list[SourceFile] = []
@@ -89,7 +91,7 @@ def discover(
 
 
 def _unique_ids(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """Safe ids; where two files would share one (`a.txt`, `a.md`), the extension tells them apart."""
+    """Safe ids; where two files would share one (`a.txt`, `a.md`), extensions tell them apart."""
     safe = [(path, _UNSAFE_ID_CHARS.sub("_", raw.replace("/", "__"))) for path, raw in found]
     counts: dict[str, int] = {}
     for _, doc_id in safe:
@@ -115,7 +117,9 @@ def _source_file(path: Path, doc_id: str, max_file_bytes: int) -> SourceFile:
     try:
         size = path.stat().st_size
         if size > max_file_bytes:
-            raise DocumentError(path, f"file is {size:,} bytes, over the {max_file_bytes:,}-byte limit")
+            raise DocumentError(
+                path, f"file is {size:,} bytes, over the {max_file_bytes:,}-byte limit"
+            )
         digest = hashlib.sha256(path.read_bytes())
     except OSError as exc:
         raise DocumentError(path, f"cannot read: {exc.strerror or exc}") from exc

@@ -13,8 +13,17 @@ _WORLD_AND_JAPAN_HEADER = '"The World and Japan" Database'
 _HEADER_LINES = 3
 _FIELD = re.compile(r"^\[(Title|Place|Date|Source|Notes|Full text)\]\s*(.*)$")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*(?:\n|\Z)", re.S)
-_DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%B %d, %Y", "%b %d, %Y", "%d %B %Y", "%b. %d, %Y",
-                 "%Y年%m月%d日", "%B %Y", "%Y")
+_DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%Y/%m/%d",
+    "%B %d, %Y",
+    "%b %d, %Y",
+    "%d %B %Y",
+    "%b. %d, %Y",
+    "%Y年%m月%d日",
+    "%B %Y",
+    "%Y",
+)
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 _SHORT_LINE_WORDS = 8
 
@@ -88,7 +97,7 @@ def iso_date(value: Any) -> str | None:
 
 
 def detect_language(text: str) -> str:
-    """"ja" when Japanese script is a real share of the letters, else "en"."""
+    """ "ja" when Japanese script is a real share of the letters, else "en"."""
     sample = text[:5000]
     letters = sum(ch.isalpha() for ch in sample) or 1
     return "ja" if len(_JAPANESE.findall(sample)) / letters > 0.2 else "en"
@@ -123,4 +132,6 @@ def derive_title(body: str) -> str | None:
 
 
 def _is_short_line(line: str) -> bool:
-    return len(line.split()) <= _SHORT_LINE_WORDS and len(line) <= 100 and line[-1] not in ".!?。:;,"
+    return (
+        len(line.split()) <= _SHORT_LINE_WORDS and len(line) <= 100 and line[-1] not in ".!?。:;,"
+    )

@@ -41,7 +41,9 @@ def decode_text(path: Path, data: bytes) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
     if b"\x00" in data[:8192] or _looks_binary(data[:8192]):
-        raise DocumentError(path, "looks like a binary file, not text; remove it or fix its extension")
+        raise DocumentError(
+            path, "looks like a binary file, not text; remove it or fix its extension"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -64,8 +66,25 @@ def _read_text(path: Path, data: bytes) -> RawText:
 
 
 _BLOCK_TAGS = (
-    "p", "div", "section", "article", "main", "blockquote", "pre", "table", "tr", "ul", "ol",
-    "dl", "dt", "dd", "figure", "figcaption", "address", "br", "hr",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "blockquote",
+    "pre",
+    "table",
+    "tr",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "figure",
+    "figcaption",
+    "address",
+    "br",
+    "hr",
 )
 _DROP_TAGS = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form")
 

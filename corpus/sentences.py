@@ -18,13 +18,13 @@ import re
 from corpus.models import Span
 
 _ABBREVIATIONS = frozenset(
-    """mr mrs ms dr prof sr jr st no nos art arts para paras sec vol fig figs vs cf e.g i.e
-    inc ltd co corp gen gov sen rep rev lt col capt cmdr adm sgt jan feb mar apr jun jul aug
-    sep sept oct nov dec approx dept est op pp p ed eds al""".split()
+    "mr mrs ms dr prof sr jr st no nos art arts para paras sec vol fig figs vs cf e.g "
+    "i.e inc ltd co corp gen gov sen rep rev lt col capt cmdr adm sgt jan feb mar apr "
+    "jun jul aug sep sept oct nov dec approx dept est op pp p ed eds al".split()
 )
 _SENTENCE_OPENERS = frozenset(
-    """the this that these those it its we they he she i in on at as for but and however
-    there our their his her a an both each such while when since after before if""".split()
+    "the this that these those it its we they he she i in on at as for but and however "
+    "there our their his her a an both each such while when since after before if".split()
 )
 _CLOSERS = "\"'”’)]」』）】〕»"
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f"
@@ -98,7 +98,9 @@ def _sentence_ends(text: str, start: int, end: int) -> list[int]:
 def _is_abbreviation(segment: str, dot: int, after: int) -> bool:
     """Whether the full stop at `segment[dot]` closes an abbreviation rather than a sentence."""
     word_start = dot
-    while word_start > 0 and not segment[word_start - 1].isspace() and segment[word_start - 1] != "(":
+    while (
+        word_start > 0 and not segment[word_start - 1].isspace() and segment[word_start - 1] != "("
+    ):
         word_start -= 1
     word = segment[word_start:dot].rsplit("-", 1)[-1]  # "Japan-U.S" → "U.S"
     if not word or any(c in word for c in _CLOSERS):

@@ -122,7 +122,7 @@ def _load_model(config: EncoderConfig) -> Any:
         import transformers
         from sentence_transformers import SentenceTransformer
 
-        transformers.logging.disable_progress_bar()  # keeps stderr for our own progress and logs
+        transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call] # keeps stderr for our own progress and logs
 
         model = SentenceTransformer(location, device="cpu")
     except Exception as exc:

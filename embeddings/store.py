@@ -118,7 +118,9 @@ class FaissStore:
         store._vectors = np.load(directory / _VECTORS_FILE)
         store._ids = np.load(directory / _IDS_FILE)
         if store._vectors.shape != (len(store._ids), dimension):
-            raise ValueError(f"vector file shape {store._vectors.shape} does not match the manifest")
+            raise ValueError(
+                f"vector file shape {store._vectors.shape} does not match the manifest"
+            )
         if store.kind == "hnsw" and (directory / _FAISS_FILE).exists():
             import faiss
 
@@ -134,6 +136,7 @@ class FaissStore:
     def _build(self) -> Any:
         import faiss
 
+        index: Any
         if self.kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dimension, 32, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = 80

@@ -1,4 +1,4 @@
-"""The core: index building, retrieval, quote selection and abstention. Every door calls `Verbatim`."""
+"""The core: index builds, retrieval, quote selection, abstention. Every door calls `Verbatim`."""
 
 from qa.answer import Answer, Passage, Quote
 from qa.engine import DocumentNotFoundError, Verbatim

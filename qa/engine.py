@@ -98,7 +98,7 @@ class Verbatim:
             chosen, status, closest = ranked[:1], "no_answer", True
         return Answer(
             question=question,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             quotes=[self._quote(index, q, rank, closest) for rank, q in enumerate(chosen, 1)],
             index_version=index.version,
             took_ms=round((time.perf_counter() - started) * 1000, 2),

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ class BuildReport:
     written: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["failed"] = [{"path": e.path, "reason": e.reason} for e in self.failed]
         return data
 
@@ -297,7 +297,9 @@ class IndexBuilder:
 
     def _version(self, entries: dict[str, IndexedDocument]) -> str:
         digest = hashlib.sha256()
-        digest.update(json.dumps([FORMAT_VERSION, self.encoder.model_id, asdict(self.chunker)]).encode())
+        digest.update(
+            json.dumps([FORMAT_VERSION, self.encoder.model_id, asdict(self.chunker)]).encode()
+        )
         for doc_id in sorted(entries):
             digest.update(f"{doc_id}\x00{entries[doc_id].content_hash}\n".encode())
         return digest.hexdigest()[:16]
@@ -358,13 +360,20 @@ class IndexBuilder:
             "model": self.encoder.model_id,
             "dimension": chunk_store.dimension,
             "chunker": asdict(self.chunker),
-            "vector_store": {"kind": chunk_store.kind, "chunks": len(chunk_store),
-                             "sentences": len(sentence_store)},
+            "vector_store": {
+                "kind": chunk_store.kind,
+                "chunks": len(chunk_store),
+                "sentences": len(sentence_store),
+            },
             "sources": sources,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "documents": {
-                doc_id: {"content_hash": e.content_hash, "path": e.document.path,
-                         "chunks": len(e.chunks), "sentences": len(e.sentences)}
+                doc_id: {
+                    "content_hash": e.content_hash,
+                    "path": e.document.path,
+                    "chunks": len(e.chunks),
+                    "sentences": len(e.sentences),
+                }
                 for doc_id, e in sorted(entries.items())
             },
         }
@@ -399,7 +408,11 @@ def _chunk_ids(entries: list[IndexedDocument]) -> np.ndarray[Any, np.dtype[np.in
 
 def _sentence_ids(entries: list[IndexedDocument]) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.array(
-        [sentence_vector_id(e.document.doc_id, i) for e in entries for i in range(len(e.sentences))],
+        [
+            sentence_vector_id(e.document.doc_id, i)
+            for e in entries
+            for i in range(len(e.sentences))
+        ],
         dtype=np.int64,
     )
 

@@ -127,7 +127,9 @@ class QuoteSelector:
                 for k in kept
             ):
                 continue
-            if any(_overlap(words, other) >= self.settings.duplicate_overlap for other in kept_words):
+            if any(
+                _overlap(words, other) >= self.settings.duplicate_overlap for other in kept_words
+            ):
                 continue
             kept.append(quote)
             kept_words.append(words)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +23,12 @@ def test_numbered_items_get_their_item_path_as_section() -> None:
     assert by_text["(ii) Meeting"] == "(2) (ii)"
     assert by_text["(v) Prevent "] == "(3) (v)"
     assert by_text["(4) The lead"] == "(4)"
-    assert by_text["The leaders "] == "(2)"  # "century.The leaders" was split from (2)'s first sentence
-    assert by_text["The declarat"] == "Japan-U.S. Joint Declaration on Security"  # under the title heading
+    assert (
+        by_text["The leaders "] == "(2)"
+    )  # "century.The leaders" was split from (2)'s first sentence
+    assert (
+        by_text["The declarat"] == "Japan-U.S. Joint Declaration on Security"
+    )  # under the title heading
 
 
 def test_items_stay_whole_and_sentences_are_never_cut() -> None:
@@ -40,10 +46,12 @@ def test_items_stay_whole_and_sentences_are_never_cut() -> None:
 
 
 def test_chunks_overlap_by_trailing_sentences() -> None:
-    doc = Document(doc_id="d", text=" ".join(f"Sentence number {n} is here." for n in range(30)), title="t")
+    doc = Document(
+        doc_id="d", text=" ".join(f"Sentence number {n} is here." for n in range(30)), title="t"
+    )
     _, chunks = chunk_document(doc, ChunkerSettings(max_chars=200, overlap_chars=60))
     assert len(chunks) > 3
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         shared = sorted(set(before.sentences) & set(after.sentences))
         assert shared and shared == list(before.sentences[-len(shared) :])  # the tail repeats
         assert len(doc.text[before.char_start : before.char_end]) <= 200
@@ -58,16 +66,33 @@ def test_chunk_ids_are_stable_across_runs_and_change_with_content() -> None:
 
 
 def test_markdown_headings_and_bullets_give_sections() -> None:
-    text = normalize_text("# Plans\n\nIntro text is here.\n\n## Budget\n\n- First point is long enough.\n- Second point.")
+    text = normalize_text(
+        "# Plans\n\nIntro text is here.\n\n## Budget\n\n"
+        "- First point is long enough.\n- Second point."
+    )
     doc = Document(doc_id="d", text=text, title="t")
-    sentences, chunks = chunk_document(doc)
+    sentences, _ = chunk_document(doc)
     sections = {doc.text[s.start : s.end]: s.section for s in sentences}
     assert sections["Intro text is here."] == "Plans"
     assert sections["- Second point."] == "Budget"
 
 
 _WORDS = st.sampled_from(
-    ["Alpha", "beta.", "U.S.", "(i)", "(2)", "日本の安全。", "\n", "\n\n", "# Head", "- item", "3.5", "end!", "x"]
+    [
+        "Alpha",
+        "beta.",
+        "U.S.",
+        "(i)",
+        "(2)",
+        "日本の安全。",
+        "\n",
+        "\n\n",
+        "# Head",
+        "- item",
+        "3.5",
+        "end!",
+        "x",
+    ]
 )
 
 

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,7 +129,10 @@ def test_killed_build_leaves_previous_index_serving(make_engine, seed_dir, tmp_p
 
     child = subprocess.Popen(
         [sys.executable, "-c", _KILLED_BUILD, str(engine.settings.home), str(seed_dir), point],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
     )
     assert child.stdout is not None and child.stdout.readline().strip() == "paused"
     child.send_signal(signal.SIGKILL)
@@ -144,7 +146,9 @@ def test_killed_build_leaves_previous_index_serving(make_engine, seed_dir, tmp_p
     clean = make_engine(home=tmp_path / "clean").build_index([seed_dir])
     assert after.index_version == clean.index_version
     resumed, fresh = survivor.index, make_engine(home=tmp_path / "clean").index
-    assert json.dumps(sorted(resumed.chunks_by_vector_id)) == json.dumps(sorted(fresh.chunks_by_vector_id))
+    assert json.dumps(sorted(resumed.chunks_by_vector_id)) == json.dumps(
+        sorted(fresh.chunks_by_vector_id)
+    )
     ids = np.array(sorted(resumed.chunks_by_vector_id), dtype=np.int64)
     assert np.allclose(resumed.chunk_store.vectors(ids), fresh.chunk_store.vectors(ids), atol=1e-5)
     assert not list(survivor.settings.resolved_index_dir.glob(".build-*"))

@@ -29,7 +29,10 @@ def _pdf(text: str) -> bytes:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
     return out
 
 
@@ -42,12 +45,17 @@ def _read(path: Path):  # type: ignore[no-untyped-def]
 def test_markdown_front_matter_becomes_metadata(tmp_path: Path) -> None:
     path = tmp_path / "notes.md"
     path.write_text(
-        "---\ntitle: Alliance notes\ndate: 2020-05-01\nurl: https://example.org/n\nteam: policy\n---\n"
+        "---\ntitle: Alliance notes\ndate: 2020-05-01\nurl: https://example.org/n\n"
+        "team: policy\n---\n"
         "# Summary\n\nThe alliance is strong.\n",
         encoding="utf-8",
     )
     doc = _read(path)
-    assert (doc.title, doc.date, doc.url) == ("Alliance notes", "2020-05-01", "https://example.org/n")
+    assert (doc.title, doc.date, doc.url) == (
+        "Alliance notes",
+        "2020-05-01",
+        "https://example.org/n",
+    )
     assert doc.metadata == {"team": "policy"}
     assert doc.text == "# Summary\n\nThe alliance is strong."
 
@@ -64,7 +72,8 @@ def test_html_drops_scripts_and_keeps_structure(tmp_path: Path) -> None:
     path.write_text(
         "<html><head><title>Page</title><meta name='date' content='2021-03-04'>"
         "<script>alert('x')</script><style>p{}</style></head><body><nav>Menu</nav>"
-        "<h1>Heading</h1><p>First <b>bold</b> paragraph.</p><ul><li>One item</li></ul></body></html>",
+        "<h1>Heading</h1><p>First <b>bold</b> paragraph.</p>"
+        "<ul><li>One item</li></ul></body></html>",
         encoding="utf-8",
     )
     doc = _read(path)

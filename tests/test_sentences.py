@@ -14,11 +14,17 @@ def _texts(text: str) -> list[str]:
 
 def test_abbreviations_and_acronyms_do_not_end_sentences() -> None:
     text = "The U.S. Army met on Dec. 5 with Mr. Smith. It was No. 3 on the list."
-    assert _texts(text) == ["The U.S. Army met on Dec. 5 with Mr. Smith.", "It was No. 3 on the list."]
+    assert _texts(text) == [
+        "The U.S. Army met on Dec. 5 with Mr. Smith.",
+        "It was No. 3 on the list.",
+    ]
 
 
 def test_acronym_at_sentence_end_followed_by_an_opener_splits() -> None:
-    assert _texts("Forces left the U.S. The base closed.") == ["Forces left the U.S.", "The base closed."]
+    assert _texts("Forces left the U.S. The base closed.") == [
+        "Forces left the U.S.",
+        "The base closed.",
+    ]
 
 
 def test_decimals_and_missing_space_after_full_stop() -> None:
@@ -29,13 +35,22 @@ def test_decimals_and_missing_space_after_full_stop() -> None:
 def test_numbered_items_stay_with_their_sentence() -> None:
     text = "(i) The first item. It continues.\n(2) Second item.\n1. Listed item here."
     assert _texts(text) == [
-        "(i) The first item.", "It continues.", "(2) Second item.", "1. Listed item here.",
+        "(i) The first item.",
+        "It continues.",
+        "(2) Second item.",
+        "1. Listed item here.",
     ]
 
 
 def test_japanese_sentences_and_closing_brackets() -> None:
     text = "日米同盟は重要である。「協力を強化する。」と述べた!次に進む?はい。"
-    assert _texts(text) == ["日米同盟は重要である。", "「協力を強化する。」", "と述べた!", "次に進む?", "はい。"]
+    assert _texts(text) == [
+        "日米同盟は重要である。",
+        "「協力を強化する。」",
+        "と述べた!",
+        "次に進む?",
+        "はい。",
+    ]
 
 
 def test_wrapped_lines_join_and_short_lines_stand_alone() -> None:
@@ -43,7 +58,7 @@ def test_wrapped_lines_join_and_short_lines_stand_alone() -> None:
     assert _texts(text) == ["Overview", "This sentence is wrapped across\ntwo lines.", "Next one."]
 
 
-_ALPHABET = st.sampled_from(list("abcXYZ .!?。」)(\n12U.S ") + ["Dec.", "U.S.", "日本", "(ii)", "\n\n"])
+_ALPHABET = st.sampled_from([*"abcXYZ .!?。」)(\n12U.S ", "Dec.", "U.S.", "日本", "(ii)", "\n\n"])
 
 
 @settings(max_examples=300, deadline=None)
@@ -57,4 +72,6 @@ def test_splitting_never_loses_or_repeats_characters(text: str) -> None:
         assert text[span.start : span.end] == text[span.start : span.end].strip()
         position = span.end
     assert text[position:].strip() == ""
-    assert re.sub(r"\s", "", "".join(text[s.start : s.end] for s in spans)) == re.sub(r"\s", "", text)
+    assert re.sub(r"\s", "", "".join(text[s.start : s.end] for s in spans)) == re.sub(
+        r"\s", "", text
+    )

@@ -32,7 +32,9 @@ def test_hnsw_above_threshold_agrees_with_exact_search() -> None:
     queries = _unit(50, seed=2)
     _, exact_ids = exact.search(queries, 10)
     _, approx_ids = approximate.search(queries, 10)
-    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx_ids, exact_ids, strict=True)])
+    recall = np.mean(
+        [len(set(a) & set(e)) / 10 for a, e in zip(approx_ids, exact_ids, strict=True)]
+    )
     assert recall >= 0.95
 
 
@@ -55,5 +57,5 @@ def test_remove_deletes_from_results_and_survives_save_and_load(tmp_path: Path) 
 def test_search_asks_for_more_than_stored() -> None:
     store = FaissStore(16)
     store.add(np.array([5], dtype=np.int64), _unit(1))
-    scores, ids = store.search(_unit(1), 10)
+    _, ids = store.search(_unit(1), 10)
     assert ids.tolist() == [[5]]

@@ -1,0 +1,115 @@
+"""The `verbatim` command as a user runs it: real processes, real exit codes, clean stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from corpus.loader import discover, read_document
+
+VERBATIM = shutil.which("verbatim") or str(
+    Path(__file__).resolve().parent.parent / ".venv/bin/verbatim"
+)
+TROOPS = "How many U.S. military personnel are forward deployed in the region?"
+
+
+def run(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "VERBATIM_HOME": str(home), "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run(
+        [VERBATIM, *args], capture_output=True, text=True, env=environment, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli-home")
+
+
+def test_ask_without_an_index_indexes_the_seeds_and_answers(home: Path) -> None:
+    result = run(home, "ask", TROOPS)
+    assert result.returncode == 0, result.stderr
+    assert "about 100,000 forward deployed military personnel" in result.stdout
+    assert "Japan-U.S. Joint Declaration on Security" in result.stdout
+    assert "(2) (ii)" in result.stdout
+
+
+def test_ask_json_prints_only_the_answer_shape(home: Path) -> None:
+    result = run(home, "ask", "--json", "--top-k", "2", TROOPS)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)  # nothing but JSON on stdout
+    assert set(answer) == {"question", "status", "quotes", "index_version", "took_ms"}
+    assert answer["status"] == "answered" and 1 <= len(answer["quotes"]) <= 2
+    quote = answer["quotes"][0]
+    assert {
+        "rank",
+        "text",
+        "doc_id",
+        "title",
+        "date",
+        "source",
+        "url",
+        "char_start",
+        "char_end",
+        "section",
+        "passage",
+        "score",
+    } <= set(quote)
+    sources, _ = discover([Path(__file__).resolve().parent.parent / "corpus" / "default"])
+    document = read_document(next(s for s in sources if s.doc_id == quote["doc_id"]))
+    assert document.text[quote["char_start"] : quote["char_end"]] == quote["text"]
+
+
+def test_unanswerable_question_says_so(home: Path) -> None:
+    result = run(home, "ask", "What is the capital of France?")
+    assert result.returncode == 0
+    assert "No answer in the documents" in result.stdout
+    as_json = json.loads(run(home, "ask", "--json", "What is the capital of France?").stdout)
+    assert as_json["status"] == "no_answer"
+
+
+def test_index_reports_and_documents_lists(home: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "note.md").write_text(
+        "# Note\n\nThe budget review happens every March.", encoding="utf-8"
+    )
+    (corpus / "bad.pdf").write_bytes(b"not a pdf")
+    result = run(home, "index", "--json", str(corpus))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["added"] == ["note"] and report["failed"][0]["path"].endswith("bad.pdf")
+    assert "skipped" in result.stderr and "bad.pdf" in result.stderr
+    listing = json.loads(run(home, "documents", "--json").stdout)
+    assert [d["doc_id"] for d in listing] == ["note"]
+    again = run(home, "index", str(corpus))
+    assert "1 unchanged" in again.stdout and "already up to date" in again.stdout
+
+
+def test_usage_errors_exit_2(home: Path) -> None:
+    assert run(home, "ask").returncode == 2
+    assert run(home, "ask", "   ").returncode == 2
+    bad = run(home, "ask", "--top-k", "0", "question")
+    assert bad.returncode == 2 and "top_k" in bad.stderr
+    assert run(home, "frobnicate").returncode == 2
+
+
+def test_failures_exit_1_with_one_line_and_no_traceback(home: Path, tmp_path: Path) -> None:
+    missing = run(home, "index", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1
+    assert "no documents could be indexed" in missing.stderr and "Traceback" not in missing.stderr
+    other_model = run(home, "ask", "question", VERBATIM_MODEL=str(tmp_path / "other-model"))
+    assert other_model.returncode == 1 and "Traceback" not in other_model.stderr
+    assert "re-index" in other_model.stderr
+
+
+def test_help_explains_commands(home: Path) -> None:
+    result = run(home, "--help")
+    assert result.returncode == 0
+    for command in ("index", "ask", "documents"):
+        assert command in result.stdout
+    assert "VERBATIM_" in result.stdout
