@@ -27,21 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
-
 from corpus.chunking import ChunkerSettings, chunk_document
 from corpus.errors import DocumentError
 from corpus.loader import SourceFile, discover, read_document
 from corpus.models import Chunk, Document, Span
 from embeddings.encoder import Encoder
 from embeddings.store import FaissStore, chunk_vector_id
+from qa.logs import get_logger
 
 FORMAT_VERSION = 1
 _CURRENT = "CURRENT"
 _MANIFEST = "manifest.json"
 _DOCUMENTS = "documents.jsonl"
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class VerbatimIndexError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
@@ -20,3 +21,11 @@ def configure_logging(level: str = "WARNING") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def get_logger(name: str) -> Any:
+    """A logger that, until a door configures logging, writes warnings and errors as JSON to
+    stderr (structlog's own default would print everything to stdout)."""
+    if not structlog.is_configured():
+        configure_logging()
+    return structlog.get_logger(name)

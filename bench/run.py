@@ -1,0 +1,238 @@
+"""Index build throughput and query latency, printed as a table and written as JSON.
+
+    python -m bench.run [--scifact-docs N] [--build-docs N] [--out FILE]
+
+Throughput is reported against raw `model.encode` on exactly the texts the pipeline embeds,
+measured in the same run (before and after the build, averaged), because the machine is shared
+and noisy. The SciFact index is built once into a cache folder; later runs reuse it (the
+incremental build finds nothing to do) and only measure queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from corpus.loader import default_corpus_dir
+from embeddings.encoder import Encoder
+from qa.engine import Verbatim
+from qa.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SCIFACT = ROOT.parent / "shared" / "eval" / "scifact"
+SEED_QUESTIONS = ROOT / "eval" / "seed_questions.jsonl"
+CACHE = Path(os.environ.get("VERBATIM_BENCH_CACHE", Path.home() / ".cache" / "verbatim-bench"))
+console = Console(stderr=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--scifact-docs", type=int, default=0, help="0: all 5,183")
+    parser.add_argument(
+        "--build-docs", type=int, default=300, help="SciFact docs for the build test"
+    )
+    parser.add_argument("--queries", type=int, default=200, help="SciFact queries to time")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args()
+
+    encoder = Encoder()
+    started = time.perf_counter()
+    encoder.load()
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "model_load_s": round(time.perf_counter() - started, 3),
+        "runs": [],
+    }
+    seed_questions = [json.loads(line)["question"] for line in SEED_QUESTIONS.open()]
+    with tempfile.TemporaryDirectory() as scratch:
+        seeds = _bench_build("seeds", default_corpus_dir(), encoder, Path(scratch) / "seeds")
+        seeds.update(_bench_queries(seeds.pop("engine"), seed_questions * 5))
+        results["runs"].append(seeds)
+        if not SCIFACT.exists():
+            console.print(f"[yellow]skipping SciFact: {SCIFACT} is absent[/yellow]")
+        else:
+            subset = _beir_corpus(SCIFACT, Path(scratch) / "scifact-subset", args.build_docs)
+            build = _bench_build(
+                f"scifact-{args.build_docs}", subset, encoder, Path(scratch) / "sub"
+            )
+            build.pop("engine")
+            results["runs"].append(build)
+            results["runs"].append(_bench_scifact(encoder, args.scifact_docs, args.queries))
+    _print(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    console.print(f"wrote {args.out}")
+
+
+def _beir_corpus(folder: Path, target: Path, limit: int) -> Path:
+    """BEIR documents as text files (title line, blank line, abstract), as a user would have them."""
+    target.mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open(encoding="utf-8") as lines:
+        for count, line in enumerate(lines):
+            if limit and count >= limit:
+                break
+            doc = json.loads(line)
+            path = target / f"{doc['_id']}.txt"
+            if not path.exists():
+                path.write_text(f"{doc['title']}\n\n{doc['text']}\n", encoding="utf-8")
+    return target
+
+
+def _bench_build(name: str, corpus: Path, encoder: Encoder, home: Path) -> dict[str, Any]:
+    engine = Verbatim(Settings(home=home), encoder)
+    texts = _texts_to_embed(corpus, encoder)
+    raw_before = _timed(lambda: encoder.encode_passages(texts))
+    build_s = _timed(lambda: engine.build_index([corpus]))
+    raw_after = _timed(lambda: encoder.encode_passages(texts))
+    raw_s = (raw_before + raw_after) / 2
+    rerun_s = _timed(lambda: engine.build_index([corpus]))
+    cli_s = _timed(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "bots.cli", "index", str(corpus)],
+            env={**os.environ, "VERBATIM_HOME": str(home)},
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    )
+    return {
+        "name": name,
+        "engine": engine,
+        "documents": len(engine.index.entries),
+        "texts_embedded": len(texts),
+        "chunks": len(engine.index.chunk_store),
+        "build_s": round(build_s, 3),
+        "raw_encode_s": round(raw_s, 3),
+        "pipeline_texts_per_s": round(len(texts) / build_s, 1),
+        "raw_texts_per_s": round(len(texts) / raw_s, 1),
+        "pipeline_overhead": round(build_s / raw_s - 1, 4),
+        "unchanged_rerun_s": round(rerun_s, 4),
+        "unchanged_rerun_cli_s": round(cli_s, 3),
+    }
+
+
+def _texts_to_embed(corpus: Path, encoder: Encoder) -> list[str]:
+    """What a build of `corpus` embeds: every chunk, then every sentence."""
+    with tempfile.TemporaryDirectory() as home:
+        probe = Verbatim(Settings(home=Path(home)), encoder)
+        from corpus.chunking import chunk_document
+        from corpus.loader import discover, read_document
+
+        sources, _ = discover([corpus])
+        chunks: list[str] = []
+        sentences: list[str] = []
+        for source in sources:
+            document = read_document(source)
+            spans, pieces = chunk_document(document, probe.settings.chunker)
+            chunks += [c.text for c in pieces]
+            sentences += [document.text[s.start : s.end] for s in spans]
+    return chunks + sentences
+
+
+def _bench_scifact(encoder: Encoder, docs: int, queries: int) -> dict[str, Any]:
+    label = f"scifact-{docs or 'all'}"
+    corpus = _beir_corpus(SCIFACT, CACHE / f"{label}-docs", docs)
+    home = CACHE / f"{label}-home"
+    engine = Verbatim(Settings(home=home), encoder)
+    console.print(f"indexing {label} into {home} (cached between runs)…")
+    report = engine.build_index([corpus])
+    with (SCIFACT / "queries.jsonl").open(encoding="utf-8") as lines:
+        questions = [json.loads(line)["text"] for line in lines][:queries]
+    result: dict[str, Any] = {
+        "name": label,
+        "documents": len(engine.index.entries),
+        "chunks": len(engine.index.chunk_store),
+        "sentences": len(engine.index.sentence_store),
+        "vector_store": engine.index.chunk_store.kind,
+        "build_s": round(report.seconds, 3) if report.written else "cached",
+    }
+    result.update(_bench_queries(engine, questions))
+    return result
+
+
+def _bench_queries(engine: Verbatim, questions: list[str]) -> dict[str, Any]:
+    engine.ask(questions[0])  # warm caches: the first query builds the FAISS index in memory
+    encode, search, ask = [], [], []
+    for question in questions:
+        encode.append(_timed(lambda q=question: engine.encoder.encode_queries([q])) * 1000)
+        search.append(_timed(lambda q=question: engine.search(q, 10)) * 1000)
+        ask.append(_timed(lambda q=question: engine.ask(q)) * 1000)
+    return {
+        "queries": len(questions),
+        "encode_ms": _percentiles(encode),
+        "dense_search_ms": _percentiles(search),
+        "ask_ms": _percentiles(ask),
+        "search_minus_encode_p50_ms": round(
+            statistics.median(search) - statistics.median(encode), 3
+        ),
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(float(np.percentile(values, 50)), 3),
+        "p95": round(float(np.percentile(values, 95)), 3),
+    }
+
+
+def _timed(action: Any) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _print(results: dict[str, Any]) -> None:
+    table = Table(title=f"Verbatim benchmarks (model load {results['model_load_s']} s)")
+    for column in (
+        "run",
+        "docs",
+        "texts",
+        "build s",
+        "raw encode s",
+        "overhead",
+        "rerun s",
+        "rerun CLI s",
+        "encode p50/p95 ms",
+        "search p50/p95 ms",
+        "ask p50/p95 ms",
+    ):
+        table.add_column(column, justify="right")
+    for run in results["runs"]:
+
+        def pair(key: str, r: dict[str, Any] = run) -> str:
+            return f"{r[key]['p50']:.1f} / {r[key]['p95']:.1f}" if key in r else ""
+
+        overhead = f"{run['pipeline_overhead']:+.1%}" if "pipeline_overhead" in run else ""
+        table.add_row(
+            run["name"],
+            str(run["documents"]),
+            str(run.get("texts_embedded", "")),
+            str(run.get("build_s", "")),
+            str(run.get("raw_encode_s", "")),
+            overhead,
+            str(run.get("unchanged_rerun_s", "")),
+            str(run.get("unchanged_rerun_cli_s", "")),
+            pair("encode_ms"),
+            pair("dense_search_ms"),
+            pair("ask_ms"),
+        )
+    Console(width=200).print(table)
+
+
+if __name__ == "__main__":
+    main()
