@@ -80,7 +80,7 @@ def main() -> None:
 
 
 def _beir_corpus(folder: Path, target: Path, limit: int) -> Path:
-    """BEIR documents as text files (title line, blank line, abstract), as a user would have them."""
+    """BEIR documents as text files (title line, blank line, abstract), as users have them."""
     target.mkdir(parents=True, exist_ok=True)
     with (folder / "corpus.jsonl").open(encoding="utf-8") as lines:
         for count, line in enumerate(lines):

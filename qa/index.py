@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from corpus.chunking import ChunkerSettings, chunk_document
 from corpus.errors import DocumentError
 from corpus.loader import SourceFile, discover, read_document
