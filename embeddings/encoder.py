@@ -66,18 +66,23 @@ class Encoder:
     def encode_passages(
         self, texts: Sequence[str], progress: Callable[[int], None] | None = None
     ) -> Vectors:
-        """Encode in batches; `progress(n)` is called after each batch with its size."""
+        """Encode in batches; `progress(n)` is called after each batch with its size.
+
+        Texts are batched longest first, so each batch pads to similar lengths (the model's
+        cost is the padded length), and the vectors come back in the order given.
+        """
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
         prompt = self._prompt("passage")
         size = self.config.batch_size
-        parts = []
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), size):
-            batch = texts[start : start + size]
-            parts.append(self._encode(batch, prompt))
+            batch = order[start : start + size]
+            vectors[batch] = self._encode([texts[i] for i in batch], prompt)
             if progress is not None:
                 progress(len(batch))
-        if not parts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.vstack(parts)
+        return vectors
 
     def load(self) -> None:
         """Load the model now rather than on first use (servers do this at start-up)."""
@@ -100,8 +105,10 @@ class Encoder:
         if configured is not None:
             return configured or None
         own = getattr(self._loaded(), "prompts", None) or {}
-        if role in own:
-            return str(own[role])
+        names = ("query",) if role == "query" else ("passage", "document")
+        for name in names:
+            if own.get(name):
+                return str(own[name])
         if "e5" in Path(self.config.model).name.lower():
             return f"{role}: "
         return None

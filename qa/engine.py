@@ -84,6 +84,8 @@ class Verbatim:
     # ------------------------------------------------------------ questions
 
     def ask(self, question: str, top_k: int | None = None) -> Answer:
+        if not question.strip():
+            raise ValueError("the question is empty")
         started = time.perf_counter()
         top_k = top_k or self.settings.top_k
         index = self.index

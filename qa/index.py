@@ -380,12 +380,14 @@ class IndexBuilder:
         (building / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         _fsync_tree(building)
         target = self.index_dir / f"v-{version}"
+        previous = current_version_dir(self.index_dir)
         if target.exists():
             shutil.rmtree(target)
         os.replace(building, target)
         _atomic_write(self.index_dir / _CURRENT, target.name)
+        # The version just replaced stays one build longer, for readers still opening it.
         for old in self.index_dir.glob("v-*"):
-            if old != target:
+            if old not in (target, previous):
                 shutil.rmtree(old, ignore_errors=True)
 
     @contextmanager

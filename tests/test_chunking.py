@@ -102,7 +102,7 @@ def test_every_chunk_is_an_exact_span_of_whole_sentences(raw: str, size: int, ov
     text = normalize_text(raw)
     doc = Document(doc_id="p", text=text, title="p")
     sentences, chunks = chunk_document(doc, ChunkerSettings(max_chars=size, overlap_chars=overlap))
-    covered = set()
+    covered: set[int] = set()
     for chunk in chunks:
         assert chunk.text == text[chunk.char_start : chunk.char_end]
         assert chunk.char_start == sentences[chunk.sentences[0]].start

@@ -141,3 +141,22 @@ def test_ids_are_relative_paths_and_unique(tmp_path: Path) -> None:
         (tmp_path / name).write_text("Some text here.", encoding="utf-8")
     sources, _ = discover([tmp_path])
     assert sorted(s.doc_id for s in sources) == ["a_md", "a_txt", "sub__b"]
+
+
+def test_world_and_japan_fields_all_become_metadata(tmp_path: Path) -> None:
+    page = (
+        '"The World and Japan" Database (Project Leader: TANAKA Akihiko)\n'
+        "Database of Japanese Politics and International Relations\n"
+        "National Graduate Institute for Policy Studies (GRIPS)\n\n"
+        "[Title] Joint Statement of the Security Consultative Committee\n"
+        "[Place] Washington, D.C.\n[Date] April 27, 2015\n[Source] Ministry of Defense\n"
+        "[Notes] Provisional translation,\nsee the Japanese original\n[Full text]\n\n"
+        "The Ministers approved the new Guidelines.\n"
+    )
+    (tmp_path / "scc.txt").write_text(page, encoding="utf-8")
+    doc = _read(tmp_path / "scc.txt")
+    assert doc.title == "Joint Statement of the Security Consultative Committee"
+    assert (doc.date, doc.source) == ("2015-04-27", "Ministry of Defense")
+    assert doc.metadata["place"] == "Washington, D.C."
+    assert doc.metadata["notes"] == "Provisional translation, see the Japanese original"
+    assert doc.text == "The Ministers approved the new Guidelines."

@@ -9,7 +9,8 @@ from embeddings.store import FaissStore
 
 def _unit(rows: int, dim: int = 16, seed: int = 0) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit
 
 
 def test_exact_search_finds_each_vector_first() -> None:
