@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 QUESTION ?= How many U.S. military personnel are forward deployed in the region?
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,17 @@ install: $(STAMP)
 run: install
 	$(BIN)/verbatim index
 	$(BIN)/verbatim ask "$(QUESTION)"
+	$(BIN)/verbatim serve --host 127.0.0.1 --port 8000
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# The browser test drives Debian's Chromium with Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: lint browser
 	$(BIN)/pytest -q
 
 bench: install

@@ -7,6 +7,7 @@ With `--json`, stdout holds only the JSON document; progress and logs go to stde
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -163,6 +164,31 @@ def documents(
     for d in docs:
         table.add_row(d.doc_id, d.title, d.date or "", d.source or "", f"{len(d.text):,}")
     out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [env: VERBATIM_HOST].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env: VERBATIM_PORT].")] = None,
+) -> None:
+    """Serve the HTTP API and the chat page (indexes the seed documents if there is no index)."""
+    import uvicorn
+
+    from bots.http import create_app
+
+    settings = _settings(host=host, port=port)
+    if logging.getLevelNamesMapping()[settings.log_level] > logging.INFO:
+        configure_logging("INFO")  # a server keeps its access log
+    err.print(f"serving on http://{settings.host}:{settings.port}/ (ready when /readyz says so)")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # the app writes its own structured access log
+        log_level="warning",
+    )
 
 
 def _run(action: Any) -> Any:

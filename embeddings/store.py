@@ -24,6 +24,13 @@ _FAISS_FILE = "hnsw.faiss"
 DEFAULT_HNSW_THRESHOLD = 50_000
 
 
+def _faiss() -> Any:
+    """faiss, imported on first use (it adds start-up time) and untyped (its stubs are partial)."""
+    import faiss
+
+    return faiss
+
+
 def chunk_vector_id(chunk_id: str) -> int:
     """A stable 63-bit integer id for a chunk id string (FAISS ids are int64)."""
     return int(hashlib.sha1(chunk_id.encode()).hexdigest()[:15], 16)
@@ -40,8 +47,9 @@ class VectorStore(Protocol):
 
     def remove(self, ids: Ids) -> int: ...
 
-    def search(self, queries: Vectors, k: int) -> tuple[Vectors, Ids]:
-        """Scores and ids of the `k` nearest vectors per query, best first; id -1 pads."""
+    def search(self, queries: Vectors, k: int, allowed: Ids | None = None) -> tuple[Vectors, Ids]:
+        """Scores and ids of the `k` nearest vectors per query (among `allowed` ids when
+        given), best first; id -1 pads."""
         ...
 
     def save(self, directory: Path) -> None: ...
@@ -86,12 +94,24 @@ class FaissStore:
             self._index = self._rows = None
         return removed
 
-    def search(self, queries: Vectors, k: int) -> tuple[Vectors, Ids]:
+    def search(self, queries: Vectors, k: int, allowed: Ids | None = None) -> tuple[Vectors, Ids]:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
+        params = None
+        if allowed is not None:
+            faiss = _faiss()
+
+            rows = np.flatnonzero(np.isin(self._ids, allowed)).astype(np.int64)
+            k = min(k, len(rows))
+            selector = faiss.IDSelectorBatch(rows)
+            params = (
+                faiss.SearchParametersHNSW(sel=selector, efSearch=128)
+                if self.kind == "hnsw"
+                else faiss.SearchParameters(sel=selector)
+            )
         if len(self) == 0 or k <= 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        scores, positions = self._built().search(queries, min(k, len(self)))
+        scores, positions = self._built().search(queries, min(k, len(self)), params=params)
         ids = np.where(positions >= 0, self._ids[np.clip(positions, 0, None)], -1)
         return scores.astype(np.float32), ids.astype(np.int64)
 
@@ -106,7 +126,7 @@ class FaissStore:
         np.save(directory / _VECTORS_FILE, self._vectors)
         np.save(directory / _IDS_FILE, self._ids)
         if self.kind == "hnsw":
-            import faiss
+            faiss = _faiss()
 
             faiss.write_index(self._built(), str(directory / _FAISS_FILE))
 
@@ -122,7 +142,7 @@ class FaissStore:
                 f"vector file shape {store._vectors.shape} does not match the manifest"
             )
         if store.kind == "hnsw" and (directory / _FAISS_FILE).exists():
-            import faiss
+            faiss = _faiss()
 
             store._index = faiss.read_index(str(directory / _FAISS_FILE))
         return store
@@ -134,7 +154,7 @@ class FaissStore:
             return self._index
 
     def _build(self) -> Any:
-        import faiss
+        faiss = _faiss()
 
         index: Any
         if self.kind == "hnsw":

@@ -2,6 +2,15 @@
 
 from qa.answer import Answer, Passage, Quote
 from qa.engine import DocumentNotFoundError, Verbatim
+from qa.filters import Filters
 from qa.settings import Settings
 
-__all__ = ["Answer", "DocumentNotFoundError", "Passage", "Quote", "Settings", "Verbatim"]
+__all__ = [
+    "Answer",
+    "DocumentNotFoundError",
+    "Filters",
+    "Passage",
+    "Quote",
+    "Settings",
+    "Verbatim",
+]

@@ -11,6 +11,7 @@ from corpus.loader import default_corpus_dir
 from corpus.models import Document
 from embeddings.encoder import Encoder
 from qa.answer import Answer, Passage, Quote
+from qa.filters import Filters
 from qa.index import (
     BuildProgress,
     BuildReport,
@@ -83,7 +84,9 @@ class Verbatim:
 
     # ------------------------------------------------------------ questions
 
-    def ask(self, question: str, top_k: int | None = None) -> Answer:
+    def ask(
+        self, question: str, top_k: int | None = None, filters: Filters | None = None
+    ) -> Answer:
         if not question.strip():
             raise ValueError("the question is empty")
         started = time.perf_counter()
@@ -91,7 +94,9 @@ class Verbatim:
         index = self.index
         query = self.encoder.encode_queries([question])[0]
         retriever = DenseRetriever(index, sentence_recall=self.settings.candidates)
-        candidates = retriever.retrieve(query, max(self.settings.candidates, top_k))
+        candidates = retriever.retrieve(
+            query, max(self.settings.candidates, top_k), self._doc_ids(index, filters)
+        )
         ranked = QuoteSelector(index, self.settings.quotes).rank(query, candidates)
         answering = [q for q in ranked if q.score >= self.settings.threshold]
         if answering:
@@ -106,10 +111,16 @@ class Verbatim:
             took_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
-    def search(self, question: str, top_k: int | None = None) -> list[Passage]:
+    def search(
+        self, question: str, top_k: int | None = None, filters: Filters | None = None
+    ) -> list[Passage]:
+        if not question.strip():
+            raise ValueError("the question is empty")
         index = self.index
         query = self.encoder.encode_queries([question])[0]
-        candidates = DenseRetriever(index).retrieve(query, top_k or self.settings.top_k)
+        candidates = DenseRetriever(index).retrieve(
+            query, top_k or self.settings.top_k, self._doc_ids(index, filters)
+        )
         return [
             Passage(
                 rank=rank,
@@ -133,6 +144,12 @@ class Verbatim:
             return self.index.entries[doc_id].document
         except KeyError:
             raise DocumentNotFoundError(doc_id) from None
+
+    @staticmethod
+    def _doc_ids(index: Index, filters: Filters | None) -> set[str] | None:
+        if filters is None or filters.is_empty():
+            return None
+        return filters.select(index.documents.values())
 
     @staticmethod
     def _quote(index: Index, quote: ScoredQuote, rank: int, closest: bool) -> Quote:

@@ -33,7 +33,7 @@ from corpus.errors import DocumentError
 from corpus.loader import SourceFile, discover, read_document
 from corpus.models import Chunk, Document, Span
 from embeddings.encoder import Encoder
-from embeddings.store import FaissStore, chunk_vector_id
+from embeddings.store import FaissStore, Ids, chunk_vector_id
 from qa.logs import get_logger
 
 FORMAT_VERSION = 1
@@ -88,6 +88,11 @@ class Index:
                 self.chunks_by_vector_id[chunk_vector_id(chunk.chunk_id)] = chunk
                 for index in chunk.sentences:  # with overlap, the first chunk holding it wins
                     self.chunk_of_sentence.setdefault(sentence_vector_id(doc_id, index), chunk)
+
+    def vector_ids_of(self, doc_ids: set[str]) -> tuple[Ids, Ids]:
+        """Chunk and sentence vector ids of the documents in `doc_ids`."""
+        entries = [self.entries[d] for d in sorted(doc_ids) if d in self.entries]
+        return _chunk_ids(entries), _sentence_ids(entries)
 
     @property
     def version(self) -> str:
@@ -402,13 +407,13 @@ class IndexBuilder:
             yield
 
 
-def _chunk_ids(entries: list[IndexedDocument]) -> np.ndarray[Any, np.dtype[np.int64]]:
+def _chunk_ids(entries: list[IndexedDocument]) -> Ids:
     return np.array(
         [chunk_vector_id(c.chunk_id) for e in entries for c in e.chunks], dtype=np.int64
     )
 
 
-def _sentence_ids(entries: list[IndexedDocument]) -> np.ndarray[Any, np.dtype[np.int64]]:
+def _sentence_ids(entries: list[IndexedDocument]) -> Ids:
     return np.array(
         [
             sentence_vector_id(e.document.doc_id, i)

@@ -21,7 +21,11 @@ class Candidate:
 
 
 class Retriever(Protocol):
-    def retrieve(self, query_vector: npt.NDArray[np.float32], k: int) -> list[Candidate]: ...
+    def retrieve(
+        self, query_vector: npt.NDArray[np.float32], k: int, doc_ids: set[str] | None = None
+    ) -> list[Candidate]:
+        """The best `k` chunks (of the documents in `doc_ids` only, when given), best first."""
+        ...
 
 
 class DenseRetriever:
@@ -36,16 +40,23 @@ class DenseRetriever:
         self.index = index
         self.sentence_recall = sentence_recall
 
-    def retrieve(self, query_vector: npt.NDArray[np.float32], k: int) -> list[Candidate]:
+    def retrieve(
+        self, query_vector: npt.NDArray[np.float32], k: int, doc_ids: set[str] | None = None
+    ) -> list[Candidate]:
         query = query_vector.reshape(1, -1)
-        scores, ids = self.index.chunk_store.search(query, k)
+        chunks_allowed = sentences_allowed = None
+        if doc_ids is not None:
+            chunks_allowed, sentences_allowed = self.index.vector_ids_of(doc_ids)
+        scores, ids = self.index.chunk_store.search(query, k, chunks_allowed)
         found = {
             int(vector_id): float(score)
             for score, vector_id in zip(scores[0], ids[0], strict=True)
             if vector_id >= 0
         }
         if self.sentence_recall:
-            _, sentence_ids = self.index.sentence_store.search(query, self.sentence_recall)
+            _, sentence_ids = self.index.sentence_store.search(
+                query, self.sentence_recall, sentences_allowed
+            )
             extra = {
                 chunk_vector_id(self.index.chunk_of_sentence[int(s)].chunk_id)
                 for s in sentence_ids[0]

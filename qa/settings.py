@@ -37,11 +37,29 @@ class Settings(BaseSettings):
     hnsw_threshold: int = Field(50_000, ge=1)
     max_file_mb: float = Field(50, gt=0)
     log_level: str = "WARNING"
+    # HTTP door
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: str = ""  # comma-separated; when set, every /v1 route needs one
+    rate_limit: str = "120/minute"  # per client (API key or address); "" turns it off
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
+    max_question_chars: int = Field(2000, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    log_questions: bool = False  # question text in access logs
+    query_workers: int = Field(2, ge=1, le=64)  # questions encoded at once; more only queue
 
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def resolved_index_dir(self) -> Path:

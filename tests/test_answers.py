@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from embeddings.encoder import Encoder
 from qa.answer import Answer
 from qa.engine import Verbatim
+from qa.filters import Filters
 from qa.settings import Settings
 
 from .conftest import load_question_set
@@ -172,3 +173,15 @@ def test_every_quote_is_exact_for_arbitrary_documents(
             return  # nothing but whitespace: nothing to quote
         answer = engine.ask(question, top_k=5)
         assert_quotes_exact(engine, answer)  # (no quotes at all when no sentence is quotable)
+
+
+def test_filters_restrict_answers_to_matching_documents(seed_engine: Verbatim) -> None:
+    question = "What is the cornerstone of regional peace and security?"
+    only_2014 = seed_engine.ask(
+        question, top_k=5, filters=Filters(date_from="2014", date_to="2014")
+    )
+    assert only_2014.quotes and {q.doc_id for q in only_2014.quotes} == {"000_ca5c4864f6c7d21a"}
+    by_id = seed_engine.ask(question, top_k=5, filters=Filters(doc_ids=["001_dd8c4ca6def8021f"]))
+    assert {q.doc_id for q in by_id.quotes} == {"001_dd8c4ca6def8021f"}
+    nothing = seed_engine.ask(question, filters=Filters(lang="ja"))
+    assert nothing.status == "no_answer" and nothing.quotes == []

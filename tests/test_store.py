@@ -55,6 +55,18 @@ def test_remove_deletes_from_results_and_survives_save_and_load(tmp_path: Path) 
         assert np.allclose(loaded.vectors(np.array([9, 3])), vectors[[9, 3]])
 
 
+def test_search_among_allowed_ids_only() -> None:
+    for threshold in (10**9, 50):  # flat and HNSW
+        vectors = _unit(200, seed=4)
+        store = FaissStore(16, hnsw_threshold=threshold)
+        store.add(np.arange(200, dtype=np.int64), vectors)
+        allowed = np.array([3, 50, 120], dtype=np.int64)
+        _, ids = store.search(vectors[7:8], 10, allowed=allowed)
+        assert sorted(ids[0].tolist()) == [3, 50, 120]
+        _, ids = store.search(vectors[50:51], 1, allowed=allowed)
+        assert ids[0].tolist() == [50]
+
+
 def test_search_asks_for_more_than_stored() -> None:
     store = FaissStore(16)
     store.add(np.array([5], dtype=np.int64), _unit(1))

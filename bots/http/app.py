@@ -1,0 +1,263 @@
+"""The FastAPI app: `/v1` JSON API, health and metrics, and the chat page at `/`.
+
+No retrieval logic lives here: every route is one call into `qa.Verbatim`, run in a worker
+thread so encoding and search never block the event loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from limits import parse as parse_rate
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.exceptions import HTTPException
+
+from bots.http.guard import RequestGuard
+from bots.http.metrics import Metrics
+from bots.http.schemas import AskRequest, DocumentFull, DocumentSummary, ErrorBody, SearchResponse
+from corpus.models import Document
+from qa.answer import Answer
+from qa.engine import DocumentNotFoundError, Verbatim
+from qa.logs import get_logger
+from qa.settings import Settings
+
+log = get_logger("verbatim.http")
+T = TypeVar("T")
+
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    422: "invalid_request",
+    429: "rate_limited",
+    503: "not_ready",
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 413, 422, 429, 503)
+}
+
+
+def create_app(settings: Settings | None = None, engine: Verbatim | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = engine or Verbatim(settings)
+    metrics = Metrics()
+    ready = threading.Event()
+    workers: list[anyio.CapacityLimiter] = []
+
+    def load() -> None:
+        """Model and index, once, off the event loop: /readyz answers 503 until this is done."""
+        try:
+            engine.encoder.load()
+            engine.ensure_index()
+            metrics.observe_index(engine.index)
+        except Exception as exc:
+            log.error("startup_failed", error=str(exc))
+            return
+        metrics.ready.set(1)
+        ready.set()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        workers.append(anyio.CapacityLimiter(settings.query_workers))
+        threading.Thread(target=load, name="verbatim-load", daemon=True).start()
+        yield
+
+    async def in_worker(function: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(function, *args), limiter=workers[0])
+
+    app = FastAPI(
+        title="Verbatim",
+        summary="Answers questions from your documents with exact, checkable quotes.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.ready = ready
+    app.state.engine = engine
+
+    v1 = APIRouter(
+        prefix="/v1", dependencies=[Depends(_access_check(settings, ready))], responses=_ERRORS
+    )
+
+    @v1.post("/ask", response_model=Answer, summary="Answer a question with exact quotes")
+    async def ask(body: AskRequest, request: Request) -> Answer:
+        if settings.log_questions:
+            request.state.question = body.question
+        answer = await in_worker(engine.ask, body.question, body.top_k, body.filters)
+        metrics.answers.labels(answer.status).inc()
+        metrics.observe_index(engine.index)
+        return answer
+
+    @v1.post(
+        "/search", response_model=SearchResponse, summary="Ranked passages, no quote selection"
+    )
+    async def search(body: AskRequest, request: Request) -> SearchResponse:
+        if settings.log_questions:
+            request.state.question = body.question
+        started = time.perf_counter()
+        passages = await in_worker(engine.search, body.question, body.top_k, body.filters)
+        return SearchResponse(
+            question=body.question,
+            passages=passages,
+            index_version=engine.index.version,
+            took_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    @v1.get("/documents", response_model=list[DocumentSummary], summary="Indexed documents")
+    async def documents() -> list[DocumentSummary]:
+        return [DocumentSummary(**_summary(d)) for d in await in_worker(engine.documents)]
+
+    @v1.get(
+        "/documents/{doc_id}",
+        response_model=DocumentFull,
+        responses={404: {"model": ErrorBody}},
+        summary="One document with its full text, to check quotes against",
+    )
+    async def document(doc_id: str) -> DocumentFull:
+        try:
+            found = await in_worker(engine.document, doc_id)
+        except DocumentNotFoundError:
+            raise HTTPException(404, f"no document {doc_id!r}") from None
+        return DocumentFull(**_summary(found), text=found.text)
+
+    app.include_router(v1)
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz", summary="The model and index are loaded", responses={503: {"model": ErrorBody}}
+    )
+    async def readyz() -> dict[str, str]:
+        if not ready.is_set():
+            raise HTTPException(503, "loading the model and index", headers={"Retry-After": "1"})
+        return {"status": "ready", "index_version": engine.index.version}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    static = Path(str(resources.files("bots.http") / "static"))
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(static / "index.html", headers=_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    _add_error_handlers(app)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+# The page runs only its own script: a document that contains <script> cannot execute.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _access_check(settings: Settings, ready: threading.Event) -> Callable[[Request], None]:
+    """API key (when keys are set), readiness and the per-client rate limit, in that order."""
+    keys = settings.api_key_set
+    rate = parse_rate(settings.rate_limit) if settings.rate_limit else None
+    limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def check(request: Request) -> None:
+        presented = _presented_key(request)
+        if keys and not any(hmac.compare_digest(presented or "", key) for key in keys):
+            raise HTTPException(
+                401,
+                "an API key is required: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not ready.is_set():
+            raise HTTPException(
+                503, "still loading the model and index", headers={"Retry-After": "1"}
+            )
+        client = presented or (request.client.host if request.client else "unknown")
+        if rate is not None and not limiter.hit(rate, client):
+            reset = limiter.get_window_stats(rate, client).reset_time
+            retry = max(1, math.ceil(reset - time.time()))
+            raise HTTPException(
+                429,
+                f"rate limit of {settings.rate_limit} reached",
+                headers={"Retry-After": str(retry)},
+            )
+
+    return check
+
+
+def _presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def _summary(document: Document) -> dict[str, Any]:
+    return {
+        "doc_id": document.doc_id,
+        "title": document.title,
+        "date": document.date,
+        "source": document.source,
+        "url": document.url,
+        "lang": document.lang,
+        "chars": len(document.text),
+        "metadata": document.metadata,
+    }
+
+
+def _error(
+    status: int, message: str, headers: Mapping[str, str] | None = None, code: str | None = None
+) -> JSONResponse:
+    code = code or _ERROR_CODES.get(status, "error" if status < 500 else "internal")
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(error.get("type") == "json_invalid" for error in errors):
+            return _error(400, "the request body is not valid JSON", code="invalid_json")
+        first = errors[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        return _error(422, f"{where}: {message}" if where else message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", error=repr(exc), route=request.url.path)
+        return _error(500, "internal error; the server log has the details")

@@ -1,0 +1,59 @@
+"""Request and response bodies of the HTTP API (the answer itself is `qa.answer.Answer`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from qa.answer import Passage
+from qa.filters import Filters
+
+QUESTION_LIMIT = 2000
+TOP_K_LIMIT = 20
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=QUESTION_LIMIT)
+    top_k: int | None = Field(None, ge=1, le=TOP_K_LIMIT, description="quotes wanted (default 3)")
+    filters: Filters | None = None
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question is empty")
+        return value
+
+
+class SearchResponse(BaseModel):
+    question: str
+    passages: list[Passage]
+    index_version: str
+    took_ms: float
+
+
+class DocumentSummary(BaseModel):
+    doc_id: str
+    title: str
+    date: str | None
+    source: str | None
+    url: str | None
+    lang: str
+    chars: int
+    metadata: dict[str, Any]
+
+
+class DocumentFull(DocumentSummary):
+    text: str = Field(description="the text every quote's char_start/char_end index into")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,89 @@
+// The chat page. All document text goes into the page as text nodes (textContent), never as
+// HTML, so a document that contains markup or <script> is shown, not run.
+"use strict";
+
+const form = document.getElementById("ask");
+const input = document.getElementById("question");
+const keyInput = document.getElementById("api-key");
+const history = document.getElementById("history");
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = text;
+  return node;
+}
+
+function sourceLine(quote) {
+  const line = el("div", "source");
+  const title = quote.url ? el("a", "title", quote.title) : el("span", "title", quote.title);
+  if (quote.url) {
+    title.href = quote.url;
+    title.rel = "noopener noreferrer";
+    title.target = "_blank";
+  }
+  line.append(title);
+  for (const part of [quote.date, quote.source, quote.section && "§ " + quote.section]) {
+    if (part) line.append(el("span", "meta", part));
+  }
+  return line;
+}
+
+function passageWithQuote(quote) {
+  // The quote is passage[start:end], with offsets from the answer itself.
+  const start = quote.char_start - quote.passage_start;
+  const end = quote.char_end - quote.passage_start;
+  const passage = el("p", "passage");
+  passage.append(
+    document.createTextNode(quote.passage.slice(0, start)),
+    el("mark", null, quote.passage.slice(start, end)),
+    document.createTextNode(quote.passage.slice(end)),
+  );
+  return passage;
+}
+
+function renderAnswer(answer, target) {
+  target.replaceChildren();
+  if (answer.status === "no_answer") {
+    target.append(el("p", "no-answer", "No answer in the documents."));
+    return;
+  }
+  for (const quote of answer.quotes) {
+    const item = el("figure", "quote");
+    item.append(el("blockquote", null, quote.text), sourceLine(quote));
+    const details = el("details");
+    details.append(el("summary", null, "Passage"), passageWithQuote(quote));
+    item.append(details);
+    target.append(item);
+  }
+}
+
+async function ask(question) {
+  const entry = el("li", "exchange");
+  const answerBox = el("div", "answer", "Searching…");
+  entry.append(el("p", "question", question), answerBox);
+  history.append(entry);
+  entry.scrollIntoView({ behavior: "smooth", block: "end" });
+  const headers = { "Content-Type": "application/json" };
+  if (keyInput.value) headers["Authorization"] = "Bearer " + keyInput.value;
+  try {
+    const response = await fetch("/v1/ask", { method: "POST", headers, body: JSON.stringify({ question }) });
+    const body = await response.json();
+    if (!response.ok) {
+      if (response.status === 401) keyInput.classList.remove("hidden");
+      answerBox.replaceChildren(el("p", "error", body.error ? body.error.message : "Request failed."));
+      return;
+    }
+    renderAnswer(body, answerBox);
+  } catch (error) {
+    answerBox.replaceChildren(el("p", "error", "The server could not be reached."));
+  }
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const question = input.value.trim();
+  if (!question) return;
+  input.value = "";
+  ask(question);
+});

@@ -1,0 +1,96 @@
+"""The chat page in a real browser: Debian's Chromium, driven headless by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from bots.http import create_app
+from embeddings.encoder import Encoder
+from qa.engine import Verbatim
+from qa.settings import Settings
+
+from .live_server import LiveServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HOSTILE = (
+    "Hostile notes\n\n"
+    "The launch code review happens every Tuesday <script>window.pwned = 1</script> in room 4.\n\n"
+    'The parking garage closes at nine <img src=x onerror="window.pwned = 2"> every night.\n'
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: run `make test`, which installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[LiveServer]:
+    corpus = tmp_path_factory.mktemp("browser-corpus")
+    for seed in (Path(__file__).resolve().parent.parent / "corpus" / "default").glob("*.txt"):
+        shutil.copy(seed, corpus)
+    (corpus / "hostile.txt").write_text(HOSTILE, encoding="utf-8")
+    settings = Settings(home=tmp_path_factory.mktemp("browser-home"), rate_limit="")
+    engine = Verbatim(settings, encoder)
+    engine.build_index([corpus])
+    with LiveServer(create_app(settings, engine)) as server:
+        server.wait_ready()
+        yield server
+
+
+def test_ask_see_quotes_and_no_answer(browser: Browser, live: LiveServer, tmp_path: Path) -> None:
+    page = browser.new_page()
+    page.goto(live.url)
+    page.fill("#question", "How many U.S. military personnel are forward deployed in the region?")
+    page.click("button[type=submit]")
+    first = page.locator(".exchange").nth(0)
+    expect(first.locator("blockquote").first).to_contain_text("about 100,000 forward deployed")
+    expect(first.locator(".source").first).to_contain_text(
+        "Japan-U.S. Joint Declaration on Security"
+    )
+    expect(first.locator(".source").first).to_contain_text("§ (2) (ii)")
+    first.locator("summary").first.click()
+    expect(first.locator("mark").first).to_contain_text("about 100,000")
+
+    page.fill("#question", "What is the capital of France?")
+    page.press("#question", "Enter")
+    second = page.locator(".exchange").nth(1)
+    expect(second.locator(".no-answer")).to_have_text("No answer in the documents.")
+    expect(page.locator(".exchange")).to_have_count(2)  # the conversation stays on the page
+    page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+    assert (tmp_path / "chat.png").stat().st_size > 0
+
+
+def test_document_markup_is_shown_not_run(browser: Browser, live: LiveServer) -> None:
+    page = browser.new_page()
+    page.goto(live.url)
+    for question in ("When is the launch code review?", "When does the parking garage close?"):
+        count = page.locator(".exchange").count()
+        page.fill("#question", question)
+        page.click("button[type=submit]")
+        expect(page.locator(".exchange").nth(count).locator("blockquote").first).to_be_visible()
+    quotes = " ".join(page.locator("blockquote").all_inner_texts())
+    assert "<script>window.pwned = 1</script>" in quotes
+    assert '<img src=x onerror="window.pwned = 2">' in quotes
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("blockquote script, blockquote img").count() == 0

@@ -1,0 +1,279 @@
+"""The HTTP API over a real uvicorn server on 127.0.0.1, with the real model and index."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bots.http import create_app
+from embeddings.encoder import Encoder
+from qa.engine import Verbatim
+from qa.logs import configure_logging
+from qa.settings import Settings
+
+from .live_server import LiveServer
+
+TROOPS = "How many U.S. military personnel are forward deployed in the region?"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[LiveServer]:
+    settings = Settings(home=tmp_path_factory.mktemp("http-home"), rate_limit="")
+    with LiveServer(create_app(settings, Verbatim(settings, encoder))) as live:
+        live.wait_ready()
+        yield live
+
+
+@pytest.fixture
+def start(tmp_path: Path, encoder: Encoder) -> Iterator[Callable[..., LiveServer]]:
+    """Starts a server with its own settings; stopped after the test."""
+    running: list[LiveServer] = []
+
+    def make(**options: Any) -> LiveServer:
+        options.setdefault("home", tmp_path / "home")
+        settings = Settings(**options)
+        live = LiveServer(create_app(settings, Verbatim(settings, encoder))).__enter__()
+        running.append(live)
+        return live
+
+    yield make
+    for live in running:
+        live.__exit__(None, None, None)
+
+
+def _error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+    assert "Traceback" not in response.text
+
+
+def test_health_ready_and_metrics(server: LiveServer) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready["status"] == "ready" and ready["index_version"]
+    httpx.post(f"{server.url}/v1/ask", json={"question": TROOPS})
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'verbatim_requests_total{method="POST",route="/v1/ask",status="200"}' in metrics
+    assert "verbatim_request_seconds_bucket" in metrics
+    assert 'verbatim_answers_total{status="answered"}' in metrics
+    assert "verbatim_index_documents 2.0" in metrics
+
+
+@pytest.mark.parametrize(
+    "question", [TROOPS, "When was the Joint Declaration issued?", "Who is the Secretary of State?"]
+)
+def test_every_quote_checks_out_against_the_document(server: LiveServer, question: str) -> None:
+    response = httpx.post(f"{server.url}/v1/ask", json={"question": question, "top_k": 3})
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["status"] == "answered" and answer["quotes"]
+    for quote in answer["quotes"]:
+        document = httpx.get(f"{server.url}/v1/documents/{quote['doc_id']}").json()
+        assert document["text"][quote["char_start"] : quote["char_end"]] == quote["text"]
+        assert document["title"] == quote["title"]
+
+
+def test_unanswerable_question(server: LiveServer) -> None:
+    answer = httpx.post(f"{server.url}/v1/ask", json={"question": "What is the capital of France?"})
+    assert answer.json()["status"] == "no_answer"
+
+
+def test_curl_style_form_body_is_read_as_json(server: LiveServer) -> None:
+    response = httpx.post(
+        f"{server.url}/v1/ask",
+        content=json.dumps({"question": TROOPS}),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200 and "about 100,000" in response.json()["quotes"][0]["text"]
+
+
+def test_search_and_documents(server: LiveServer) -> None:
+    found = httpx.post(f"{server.url}/v1/search", json={"question": TROOPS, "top_k": 4}).json()
+    scores = [p["score"] for p in found["passages"]]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    assert "about 100,000" in found["passages"][0]["text"]
+    listing = httpx.get(f"{server.url}/v1/documents").json()
+    assert [d["doc_id"] for d in listing] == ["000_ca5c4864f6c7d21a", "001_dd8c4ca6def8021f"]
+    assert "text" not in listing[0] and listing[0]["date"] == "2014-12-19"
+    _error(httpx.get(f"{server.url}/v1/documents/nope"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"question": ""}, 422, "invalid_request"),
+        ({"question": "   \n\t"}, 422, "invalid_request"),
+        ({"question": "x" * 2001}, 422, "invalid_request"),
+        ({"question": "ok?", "top_k": 0}, 422, "invalid_request"),
+        ({"question": "ok?", "top_k": 21}, 422, "invalid_request"),
+        ({"question": 123}, 422, "invalid_request"),
+        ({"question": "ok?", "filters": {"color": "red"}}, 422, "invalid_request"),
+        ({}, 422, "invalid_request"),
+        ([1, 2], 422, "invalid_request"),
+    ],
+)
+def test_bad_requests_get_clear_errors(
+    server: LiveServer, body: Any, status: int, code: str
+) -> None:
+    for route in ("/v1/ask", "/v1/search"):
+        _error(httpx.post(f"{server.url}{route}", json=body), status, code)
+
+
+def test_malformed_and_oversized_bodies(server: LiveServer) -> None:
+    _error(httpx.post(f"{server.url}/v1/ask", content=b"{not json"), 400, "invalid_json")
+    huge = json.dumps({"question": "x" * 100_000}).encode()
+    _error(httpx.post(f"{server.url}/v1/ask", content=huge), 413, "body_too_large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"question": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}'
+
+    _error(httpx.post(f"{server.url}/v1/ask", content=chunks()), 413, "body_too_large")
+    _error(httpx.get(f"{server.url}/v1/ask"), 405, "method_not_allowed")
+
+
+def test_api_keys_guard_v1_but_not_health(start: Callable[..., LiveServer]) -> None:
+    live = start(api_keys="alpha, beta", rate_limit="")
+    live.wait_ready()
+    _error(httpx.post(f"{live.url}/v1/ask", json={"question": TROOPS}), 401, "unauthorized")
+    wrong = httpx.get(f"{live.url}/v1/documents", headers={"Authorization": "Bearer gamma"})
+    _error(wrong, 401, "unauthorized")
+    assert wrong.headers["www-authenticate"] == "Bearer"
+    bearer = httpx.post(
+        f"{live.url}/v1/ask", json={"question": TROOPS}, headers={"Authorization": "Bearer beta"}
+    )
+    assert bearer.status_code == 200
+    assert httpx.get(f"{live.url}/v1/documents", headers={"X-API-Key": "alpha"}).status_code == 200
+    assert httpx.get(f"{live.url}/healthz").status_code == 200
+    assert httpx.get(f"{live.url}/metrics").status_code == 200
+
+
+def test_rate_limit_answers_429_with_retry_after(start: Callable[..., LiveServer]) -> None:
+    live = start(rate_limit="3/minute")
+    live.wait_ready()
+    statuses = [httpx.get(f"{live.url}/v1/documents").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    limited = httpx.get(f"{live.url}/v1/documents")
+    _error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert httpx.get(f"{live.url}/healthz").status_code == 200
+
+
+def test_not_ready_until_model_and_index_load(
+    start: Callable[..., LiveServer], encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    monkeypatch.setattr(encoder, "load", lambda: gate.wait(60))
+    live = start()
+    not_ready = httpx.get(f"{live.url}/readyz")
+    _error(not_ready, 503, "not_ready")
+    assert not_ready.headers["retry-after"] == "1"
+    _error(httpx.post(f"{live.url}/v1/ask", json={"question": TROOPS}), 503, "not_ready")
+    assert httpx.get(f"{live.url}/healthz").status_code == 200
+    gate.set()
+    live.wait_ready()
+    assert httpx.get(f"{live.url}/readyz").status_code == 200
+
+
+def test_reindex_swaps_in_without_restart(
+    start: Callable[..., LiveServer], seed_dir: Path, tmp_path: Path, encoder: Encoder
+) -> None:
+    settings = Settings(home=tmp_path / "home")
+    indexer = Verbatim(settings, encoder)
+    indexer.build_index([seed_dir])
+    live = start(home=settings.home, rate_limit="")
+    live.wait_ready()
+    before = httpx.post(f"{live.url}/v1/ask", json={"question": TROOPS}).json()
+    assert "about 100,000" in before["quotes"][0]["text"]
+    seed = seed_dir / "001_dd8c4ca6def8021f.txt"
+    seed.write_text(seed.read_text().replace("about 100,000", "about 70,000"))
+    indexer.build_index([seed_dir])
+    after = httpx.post(f"{live.url}/v1/ask", json={"question": TROOPS}).json()
+    assert "about 70,000" in after["quotes"][0]["text"]
+    assert after["index_version"] != before["index_version"]
+
+
+def test_concurrent_questions_each_get_their_own_answer(server: LiveServer) -> None:
+    questions = [
+        TROOPS,
+        "When was the Joint Declaration issued?",
+        "What is the capital of France?",
+    ] * 6
+
+    def ask(question: str) -> dict[str, Any]:
+        response = httpx.post(f"{server.url}/v1/ask", json={"question": question}, timeout=60)
+        assert response.status_code == 200
+        return dict(response.json())
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(ask, questions))
+    for question, answer in zip(questions, answers, strict=True):
+        assert answer["question"] == question
+    assert {a["status"] for a in answers} == {"answered", "no_answer"}
+
+
+def test_access_log_is_structured_and_keeps_questions_out(
+    start: Callable[..., LiveServer], server: LiveServer
+) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    try:
+        httpx.post(
+            f"{server.url}/v1/ask", json={"question": TROOPS}, headers={"X-Request-ID": "req-1"}
+        )
+        private = [json.loads(line) for line in stream.getvalue().splitlines()]
+        entry = next(e for e in private if e.get("request_id") == "req-1")
+        assert entry["route"] == "/v1/ask" and entry["status"] == 200 and entry["latency_ms"] > 0
+        assert "question" not in entry and TROOPS not in stream.getvalue()
+
+        verbose = start(log_questions=True, rate_limit="")
+        verbose.wait_ready()
+        httpx.post(
+            f"{verbose.url}/v1/ask", json={"question": TROOPS}, headers={"X-Request-ID": "req-2"}
+        )
+        logged = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert next(e for e in logged if e.get("request_id") == "req-2")["question"] == TROOPS
+    finally:
+        configure_logging("WARNING")
+
+
+def test_openapi_answer_schema_matches_the_design(server: LiveServer) -> None:
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    components = schema["components"]["schemas"]
+    answer = components["Answer"]
+    assert set(answer["required"]) == {"question", "status", "quotes", "index_version", "took_ms"}
+    assert answer["properties"]["status"]["enum"] == ["answered", "no_answer"]
+    quote = components["Quote"]
+    design_fields = {
+        "rank",
+        "text",
+        "doc_id",
+        "title",
+        "date",
+        "source",
+        "url",
+        "char_start",
+        "char_end",
+        "section",
+        "passage",
+        "score",
+    }
+    assert design_fields <= set(quote["properties"])
+    assert design_fields <= set(quote["required"])
+    ask = schema["paths"]["/v1/ask"]["post"]
+    assert ask["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/Answer"
+    )
+    assert "/v1/search" in schema["paths"] and "/v1/documents/{doc_id}" in schema["paths"]
+    assert httpx.get(f"{server.url}/docs").status_code == 200
