@@ -37,6 +37,7 @@ test: lint browser
 
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.http_load
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     api_keys: str = ""  # comma-separated; when set, every /v1 route needs one
     rate_limit: str = "120/minute"  # per client (API key or address); "" turns it off
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
-    max_question_chars: int = Field(2000, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     log_questions: bool = False  # question text in access logs
     query_workers: int = Field(2, ge=1, le=64)  # questions encoded at once; more only queue
