@@ -166,6 +166,91 @@ def documents(
     out.print(table)
 
 
+@app.command("eval")
+def evaluate_command(
+    source: Annotated[Path, typer.Argument(help="A question set (.jsonl/.yaml) or a BEIR folder.")],
+    corpus: Annotated[
+        list[Path] | None,
+        typer.Option(help="Documents a question set is about (default: the seed documents)."),
+    ] = None,
+    mode: Annotated[
+        list[str] | None, typer.Option(help="Retrieval mode, one run each: dense.")
+    ] = None,
+    run: Annotated[
+        list[str] | None,
+        typer.Option(help="A run as NAME or NAME:setting=value,... (e.g. big:chunk_size=4000)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write results.json, per_query.csv, report.md, recall.png."),
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="An earlier results.json: per-query wins and losses.")
+    ] = None,
+    floors: Annotated[
+        list[str] | None,
+        typer.Option("--min", help="METRIC=VALUE floor; exit 1 when a run falls below."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Only the first N questions (0: all).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
+) -> None:
+    """Measure retrieval and answer quality on a question set or a BEIR benchmark folder."""
+    from qa.evaluation.evaluate import Progress as EvalProgress
+    from qa.evaluation.evaluate import evaluate, failed_floors, parse_floor, parse_run
+    from qa.evaluation.questions import QuestionSetError
+    from qa.evaluation.report import baseline_changes, print_report, results_json, write_reports
+    from qa.evaluation.runner import RunConfig
+
+    settings = _settings()
+    try:
+        configs = (
+            [parse_run(r) for r in run]
+            if run
+            else [RunConfig(m, mode=m) for m in mode or ["dense"]]
+        )
+        wanted = [parse_floor(f) for f in floors or []]
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            tasks: list[Any] = []
+
+            def start(name: str, total: int) -> None:
+                tasks.append(bar.add_task(f"run {name}", total=total))
+
+            evaluation = evaluate(
+                source,
+                configs,
+                settings,
+                corpus,
+                limit,
+                EvalProgress(start, lambda: bar.advance(tasks[-1])),
+            )
+    except (QuestionSetError, VerbatimIndexError, ModelLoadError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(results_json(evaluation), indent=2, ensure_ascii=False))
+    else:
+        print_report(evaluation, out)
+    if out_dir is not None:
+        for path in write_reports(evaluation, out_dir):
+            err.print(f"wrote {path}", highlight=False)
+    if baseline is not None:
+        for line in baseline_changes(evaluation, baseline):
+            err.print(escape(line), highlight=False)
+    failures = failed_floors(evaluation, wanted)
+    for failure in failures:
+        err.print(f"[red]below floor:[/red] {escape(failure)}", highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
 @app.command()
 def serve(
     host: Annotated[

@@ -90,9 +90,14 @@ def discover(
     return sources, errors
 
 
+def safe_doc_id(raw: str) -> str:
+    """The document id for a relative path (without extension) or an external id."""
+    return _UNSAFE_ID_CHARS.sub("_", raw.replace("/", "__"))
+
+
 def _unique_ids(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
     """Safe ids; where two files would share one (`a.txt`, `a.md`), extensions tell them apart."""
-    safe = [(path, _UNSAFE_ID_CHARS.sub("_", raw.replace("/", "__"))) for path, raw in found]
+    safe = [(path, safe_doc_id(raw)) for path, raw in found]
     counts: dict[str, int] = {}
     for _, doc_id in safe:
         counts[doc_id] = counts.get(doc_id, 0) + 1

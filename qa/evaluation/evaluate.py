@@ -1,0 +1,165 @@
+"""`verbatim eval`: a question set or a BEIR folder, one or more runs, metrics and comparison."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corpus.loader import default_corpus_dir
+from embeddings.encoder import Encoder
+from qa.engine import Verbatim
+from qa.evaluation import metrics as measures
+from qa.evaluation.beir import Qrels, is_beir, load_beir, write_corpus
+from qa.evaluation.questions import load_questions
+from qa.evaluation.runner import QueryResult, RunConfig, run_questions
+from qa.settings import Settings
+
+MODES = ("dense",)  # the retrieval modes that exist; hybrid and BM25 arrive with their issue
+COMPARED_METRICS = ["ndcg@10", "mrr@10", "recall@10"]
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    results: list[QueryResult]
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Evaluation:
+    source: str
+    runs: list[RunResult]
+    comparison: dict[str, Any] | None = None
+    comparison_table: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Progress:
+    start: Callable[[str, int], None]
+    advance: Callable[[], None]
+
+
+def evaluate(
+    source: Path,
+    runs: Sequence[RunConfig],
+    settings: Settings,
+    corpus: Sequence[Path] | None = None,
+    limit: int = 0,
+    progress: Progress | None = None,
+    encoder: Encoder | None = None,
+) -> Evaluation:
+    """Run every configuration over the set and measure it. BEIR folders get their own index."""
+    graded: Qrels | None = None
+    if is_beir(source):
+        questions, graded = load_beir(source)
+        docs = settings.home / "eval" / "beir" / source.name / "docs"
+        write_corpus(source, docs)
+        corpus_paths = [docs]
+        with_quotes = False  # BEIR judges documents; there are no answer strings to quote
+    else:
+        questions = load_questions(source)
+        corpus_paths = list(corpus) if corpus else [default_corpus_dir()]
+        with_quotes = True
+    if limit:
+        questions = questions[:limit]
+    encoders: dict[str, Encoder] = {}
+    if encoder is not None:
+        encoders[encoder.model_id] = encoder
+    evaluation = Evaluation(source=str(source), runs=[])
+    for config in runs:
+        if config.mode not in MODES:
+            raise ValueError(f"unknown mode {config.mode!r}; available: {', '.join(MODES)}")
+        home = _run_home(settings.home, source, corpus_paths, config)
+        run_settings = Settings(
+            **{**settings.model_dump(), **config.overrides, "home": home, "index_dir": None}
+        )
+        run_encoder = encoders.get(Encoder(run_settings.encoder).model_id) or Encoder(
+            run_settings.encoder
+        )
+        encoders[run_encoder.model_id] = run_encoder
+        engine = Verbatim(run_settings, run_encoder)
+        engine.build_index(corpus_paths)
+        if progress is not None:
+            progress.start(config.name, len(questions))
+        results = run_questions(
+            engine, questions, with_quotes, progress.advance if progress else None
+        )
+        evaluation.runs.append(RunResult(config, results, measures.compute(results, graded)))
+    if len(evaluation.runs) > 1:
+        evaluation.comparison, evaluation.comparison_table = _compare(evaluation.runs, graded)
+    return evaluation
+
+
+def _run_home(home: Path, source: Path, corpus: list[Path], config: RunConfig) -> Path:
+    """One index per (corpus, settings) so runs never rebuild each other's index."""
+    key = json.dumps(
+        [str(p.resolve()) for p in corpus] + [sorted(config.overrides.items())], default=str
+    )
+    return home / "eval" / "runs" / f"{source.stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def _compare(runs: list[RunResult], graded: Qrels | None) -> tuple[dict[str, Any] | None, str]:
+    """ranx's comparison with a paired Student's t-test between every pair of runs."""
+    from ranx import Qrels as RanxQrels
+    from ranx import Run, compare
+
+    qrels = measures.qrels_of(runs[0].results, graded)
+    if not qrels:
+        return None, ""
+    ranx_runs = []
+    for run in runs:
+        ranx_run = Run(measures.run_of(run.results, qrels), name=run.config.name)
+        ranx_runs.append(ranx_run)
+    report = compare(
+        RanxQrels(qrels), runs=ranx_runs, metrics=COMPARED_METRICS, stat_test="student", max_p=0.05
+    )
+    return report.to_dict(), str(report)
+
+
+def parse_run(text: str) -> RunConfig:
+    """`name` or `name:key=value,key=value` (keys are settings, e.g. `chunk_size=4000`)."""
+    name, _, options = text.partition(":")
+    overrides: dict[str, Any] = {}
+    mode = "dense"
+    for option in filter(None, (o.strip() for o in options.split(","))):
+        key, equals, value = option.partition("=")
+        if not equals:
+            raise ValueError(f"run option {option!r} must be key=value")
+        if key.strip() == "mode":
+            mode = value.strip()
+        else:
+            overrides[key.strip()] = value.strip()
+    if not name.strip():
+        raise ValueError(f"run {text!r} needs a name")
+    unknown = set(overrides) - set(Settings.model_fields)
+    if unknown:
+        raise ValueError(f"unknown setting(s) in run {name!r}: {', '.join(sorted(unknown))}")
+    return RunConfig(name=name.strip(), overrides=overrides, mode=mode)
+
+
+def parse_floor(text: str) -> tuple[str, float]:
+    metric, _, value = text.partition("=")
+    try:
+        return metric.strip(), float(value)
+    except ValueError:
+        raise ValueError(f"--min expects metric=value, e.g. ndcg@10=0.6, not {text!r}") from None
+
+
+def failed_floors(evaluation: Evaluation, floors: list[tuple[str, float]]) -> list[str]:
+    """One line per run and metric below its floor (or not measured at all)."""
+    failures = []
+    for run in evaluation.runs:
+        for metric, floor in floors:
+            value = run.metrics.get(metric)
+            if value is None:
+                failures.append(f"{run.config.name}: {metric} was not measured on this set")
+            elif value < floor:
+                failures.append(
+                    f"{run.config.name}: {metric} = {value:.4f} is below the floor {floor}"
+                )
+    return failures
