@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 QUESTION ?= How many U.S. military personnel are forward deployed in the region?
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint browser bench clean
+.PHONY: install run test lint browser eval-gate bench bench-eval clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,31 @@ lint: install
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# Quality floors on our question set, just under what the current code measures
+# (docs/benchmarks.md): a change that loses answers fails `make test`.
+FLOORS := --min ndcg@10=0.93 --min hit@1=0.56 --min hit@3=0.64 --min passage_hit@3=0.76 \
+	--min abstention_recall=0.8 --min abstention_precision=0.44
+
+eval-gate: install
+	VERBATIM_HOME=.verbatim/eval-gate $(BIN)/verbatim eval eval/seed_questions.jsonl $(FLOORS)
+
 test: lint browser
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory eval-gate
 
 bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.http_load
+
+# Public benchmarks (long: each builds its own index). Results in bench/results/eval-*.
+SHARED_EVAL ?= ../shared/eval
+bench-eval: install
+	@for set in scifact jaquad-mteb-validation; do \
+	  if [ -d $(SHARED_EVAL)/$$set ]; then \
+	    $(BIN)/verbatim eval $(SHARED_EVAL)/$$set --run dense --run dense-whole-doc:chunk_size=4000 \
+	      --out bench/results/eval-$$set; \
+	  else echo "skipping $$set: $(SHARED_EVAL)/$$set is absent"; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

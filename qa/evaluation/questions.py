@@ -82,7 +82,7 @@ def load_questions(path: Path) -> list[Question]:
             try:
                 entries.append((number, json.loads(line)))
             except json.JSONDecodeError as exc:
-                raise QuestionSetError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
+                raise QuestionSetError(f"{path}: line {number}: not valid JSON: {exc.msg}") from exc
         where = "line"
     questions = [_question(path, where, number, item) for number, item in entries]
     seen: set[str] = set()
