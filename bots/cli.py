@@ -211,14 +211,8 @@ def evaluate_command(
         wanted = [parse_floor(f) for f in floors or []]
     except ValueError as exc:
         _fail(str(exc), code=2)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     try:
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        with _progress_bar() as bar:
             tasks: list[Any] = []
 
             def start(name: str, total: int) -> None:
@@ -276,16 +270,21 @@ def serve(
     )
 
 
-def _run(action: Any) -> Any:
-    """Run `action(progress)` with a progress bar on stderr; known failures become one line."""
+def _progress_bar() -> Progress:
+    """A progress bar on stderr, shown only on a terminal."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
+
+
+def _run(action: Any) -> Any:
+    """Run `action(progress)` with a progress bar on stderr; known failures become one line."""
     try:
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        with _progress_bar() as bar:
             task = bar.add_task("embedding", total=None, visible=False)
             progress = BuildProgress(
                 start=lambda total: bar.update(task, total=total, visible=total > 0),

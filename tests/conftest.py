@@ -20,6 +20,10 @@ configure_logging("WARNING")
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION_SET = ROOT / "eval" / "seed_questions.jsonl"
+# The quote fields of the answer shape in ../shared/docs/design.md.
+DESIGN_QUOTE_FIELDS = frozenset(
+    "rank text doc_id title date source url char_start char_end section passage score".split()
+)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import pytest
 
 from corpus.loader import discover, read_document
 
+from .conftest import DESIGN_QUOTE_FIELDS
+
 VERBATIM = shutil.which("verbatim") or str(
     Path(__file__).resolve().parent.parent / ".venv/bin/verbatim"
 )
@@ -45,20 +47,7 @@ def test_ask_json_prints_only_the_answer_shape(home: Path) -> None:
     assert set(answer) == {"question", "status", "quotes", "index_version", "took_ms"}
     assert answer["status"] == "answered" and 1 <= len(answer["quotes"]) <= 2
     quote = answer["quotes"][0]
-    assert {
-        "rank",
-        "text",
-        "doc_id",
-        "title",
-        "date",
-        "source",
-        "url",
-        "char_start",
-        "char_end",
-        "section",
-        "passage",
-        "score",
-    } <= set(quote)
+    assert set(quote) >= DESIGN_QUOTE_FIELDS
     sources, _ = discover([Path(__file__).resolve().parent.parent / "corpus" / "default"])
     document = read_document(next(s for s in sources if s.doc_id == quote["doc_id"]))
     assert document.text[quote["char_start"] : quote["char_end"]] == quote["text"]
