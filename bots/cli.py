@@ -245,6 +245,53 @@ def evaluate_command(
         raise typer.Exit(1)
 
 
+feedback_app = typer.Typer(
+    help="Feedback people gave on answers (Slack buttons).", no_args_is_help=True
+)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Question-set file to write (.jsonl).")
+    ] = Path("feedback_questions.jsonl"),
+) -> None:
+    """Write helpful answers as questions (gold: the quotes shown) for `verbatim eval`; unhelpful
+    ones become comment lines to complete by hand."""
+    from qa.feedback import FeedbackStore
+
+    settings = _settings()
+    helpful, unhelpful = FeedbackStore(settings.home / "feedback.sqlite").export(out_file)
+    out.print(
+        f"wrote {out_file}: {helpful} helpful answers as questions, {unhelpful} unhelpful to review"
+    )
+
+
+@app.command()
+def slack() -> None:
+    """Run the Slack bot over Socket Mode (needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN)."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bots.slack.adapter import SlackAdapter
+    from bots.slack.settings import SlackSettings
+
+    settings = _settings()
+    credentials = SlackSettings()
+    if not (credentials.bot_token and credentials.app_token):
+        _fail("Socket Mode needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_APP_TOKEN (xapp-…)", code=2)
+    engine = Verbatim(settings)
+    _run(engine.ensure_index)
+    adapter = _run(
+        lambda _: SlackAdapter(
+            engine, settings, credentials.model_copy(update={"signing_secret": ""})
+        )
+    )
+    err.print("connected to Slack over Socket Mode; Ctrl-C stops")
+    handler = SocketModeHandler(adapter.app, credentials.app_token, web_client=adapter.client)
+    handler.start()  # type: ignore[no-untyped-call]
+
+
 @app.command()
 def serve(
     host: Annotated[

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     log_questions: bool = False  # question text in access logs
     query_workers: int = Field(2, ge=1, le=64)  # questions encoded at once; more only queue
+    # Slack door
+    slack_follow_ups: bool = True  # answer follow-ups in threads the bot answered, unmentioned
+    slack_show_closest: bool = False  # with no answer, offer the closest passage
+    slack_answer_bots: bool = False  # answer messages from other apps' bots
 
     @field_validator("log_level")
     @classmethod

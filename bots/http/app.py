@@ -26,11 +26,14 @@ from fastapi.staticfiles import StaticFiles
 from limits import parse as parse_rate
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from slack_bolt.request import BoltRequest
 from starlette.exceptions import HTTPException
 
 from bots.http.guard import RequestGuard
 from bots.http.metrics import Metrics
 from bots.http.schemas import AskRequest, DocumentFull, DocumentSummary, ErrorBody, SearchResponse
+from bots.slack.adapter import SlackAdapter
+from bots.slack.settings import SlackSettings
 from corpus.models import Document
 from qa.answer import Answer
 from qa.engine import DocumentNotFoundError, Verbatim
@@ -55,9 +58,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(settings: Settings | None = None, engine: Verbatim | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    engine: Verbatim | None = None,
+    slack: SlackSettings | None = None,
+) -> FastAPI:
+    """The app; Slack's `/slack/events` is mounted when `slack` (default: from the
+    environment) has a bot token and a signing secret."""
     settings = settings or Settings()
     engine = engine or Verbatim(settings)
+    slack = slack if slack is not None else SlackSettings()
     metrics = Metrics()
     ready = threading.Event()
     workers: list[anyio.CapacityLimiter] = []
@@ -138,6 +148,8 @@ def create_app(settings: Settings | None = None, engine: Verbatim | None = None)
         return DocumentFull(**_summary(found), text=found.text)
 
     app.include_router(v1)
+    if slack.http_enabled:
+        _mount_slack(app, SlackAdapter(engine, settings, slack))
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -172,6 +184,25 @@ def create_app(settings: Settings | None = None, engine: Verbatim | None = None)
         )
     app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def _mount_slack(app: FastAPI, adapter: SlackAdapter) -> None:
+    @app.post("/slack/events", include_in_schema=False)
+    async def slack_events(request: Request) -> Response:
+        bolt_request = BoltRequest(
+            body=(await request.body()).decode("utf-8"),
+            query=request.url.query,
+            headers=dict(request.headers),
+        )
+        # Bolt acks before its listeners run; dispatch itself still must not block the loop.
+        bolt_response = await anyio.to_thread.run_sync(adapter.app.dispatch, bolt_request)
+        return Response(
+            content=bolt_response.body,
+            status_code=bolt_response.status,
+            headers=bolt_response.first_headers_without_set_cookie(),
+        )
+
+    app.state.slack = adapter
 
 
 # The page runs only its own script: a document that contains <script> cannot execute.

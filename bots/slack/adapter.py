@@ -1,0 +1,251 @@
+"""`SlackAdapter`: Slack events in, quoted answers out, through the one core call `Verbatim.ask`.
+
+Bolt acknowledges each request before a listener runs (`process_before_response=False`), so
+Slack gets its 200 within 3 s and the search happens after. Slack delivers some events more
+than once (retries, and a mention arrives as both `app_mention` and `message`): every event is
+answered once per `event_id` and once per (channel, message ts).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from bots.slack.blocks import USAGE, answer_message, escape, share_block, truncate
+from bots.slack.settings import SlackSettings
+from qa.engine import Verbatim
+from qa.feedback import FeedbackStore
+from qa.logs import get_logger
+from qa.settings import Settings
+
+log = get_logger("verbatim.slack")
+_MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+_IGNORED_SUBTYPES = {
+    "message_changed",
+    "message_deleted",
+    "message_replied",
+    "channel_join",
+    "channel_leave",
+    "bot_message",
+    "thread_broadcast",
+}
+_BLOCK_ERRORS = {"invalid_blocks", "msg_blocks_too_long", "msg_too_long"}
+DEDUPE_SECONDS = 15 * 60
+RATE_LIMIT_RETRIES = 2
+
+
+class _Seen:
+    """Keys seen in the last `ttl` seconds (event ids, message timestamps)."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def first_time(self, *keys: str) -> bool:
+        """True if none of `keys` was seen; all of them count as seen from now on."""
+        now = time.monotonic()
+        with self._lock:
+            self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+            fresh = not any(key in self._expiry for key in keys)
+            self._expiry.update(dict.fromkeys(keys, now + self.ttl))
+        return fresh
+
+
+class SlackAdapter:
+    def __init__(
+        self,
+        engine: Verbatim,
+        settings: Settings,
+        slack: SlackSettings,
+        client: WebClient | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.client = client or WebClient(
+            token=slack.bot_token,
+            base_url=slack.api_base_url,
+            retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)],
+        )
+        self.feedback = FeedbackStore(settings.home / "feedback.sqlite")
+        self._seen = _Seen(DEDUPE_SECONDS)
+        self._threads: OrderedDict[tuple[str, str], list[str]] = OrderedDict()  # questions asked
+        self._threads_lock = threading.Lock()
+        self.app = App(
+            client=self.client,
+            signing_secret=slack.signing_secret or None,
+            request_verification_enabled=bool(slack.signing_secret),
+            process_before_response=False,
+            logger=None,
+        )
+        self._register(self.app)
+
+    # ------------------------------------------------------------ listeners
+
+    def _register(self, app: App) -> None:
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        app.command("/ask")(self._on_command)
+        app.action("share_answer")(self._on_share)
+        app.action(re.compile(r"^feedback_"))(self._on_feedback)
+        # Anything else is acknowledged and dropped: an unhandled event would get a 404, which
+        # Slack counts as a failure and retries.
+        app.event(re.compile(".*"))(self._ignore)
+
+    def _ignore(self) -> None:
+        return None
+
+    def _on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if not self._seen.first_time(
+            f"event:{body.get('event_id')}", f"ts:{event['channel']}:{event['ts']}"
+        ):
+            return
+        thread = event.get("thread_ts") or event["ts"]
+        self._answer(
+            event["channel"],
+            thread,
+            _question(event.get("text", "")),
+            event.get("user"),
+            event["ts"],
+        )
+
+    def _on_message(self, event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        if event.get("subtype") in _IGNORED_SUBTYPES:
+            return  # edits, deletions and joins are acknowledged and ignored
+        if event.get("bot_id") and not self.settings.slack_answer_bots:
+            return
+        channel, ts = event["channel"], event["ts"]
+        is_dm = event.get("channel_type") == "im"
+        mentioned = f"<@{context.bot_user_id}>" in event.get("text", "")
+        if mentioned and not is_dm:
+            return  # the same message arrives as app_mention, answered there
+        thread = event.get("thread_ts")
+        follow_up = (
+            thread is not None
+            and self.settings.slack_follow_ups
+            and self._owns_thread(channel, thread)
+        )
+        if not (is_dm or follow_up):
+            return  # a thread the bot was never called into: stay silent
+        if not self._seen.first_time(f"event:{body.get('event_id')}", f"ts:{channel}:{ts}"):
+            return
+        self._answer(channel, thread, _question(event.get("text", "")), event.get("user"), ts)
+
+    def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        ack()  # within 3 s; the search comes after
+        question = command.get("text", "").strip()
+        if not question:
+            respond(text=USAGE, response_type="ephemeral")
+            return
+        answer = self.engine.ask(question)
+        key = self.feedback.remember(answer, command.get("user_id"), command.get("channel_id"))
+        text, blocks = answer_message(answer, key, self.settings.slack_show_closest, feedback=False)
+        respond(text=text, blocks=[*blocks, share_block(key)], response_type="ephemeral")
+
+    def _on_share(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
+        ack()
+        answer = self.feedback.answer(action["value"])
+        if answer is None:
+            respond(
+                text="That answer has expired; ask again.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        text, blocks = answer_message(answer, action["value"], self.settings.slack_show_closest)
+        user = body["user"]["id"]
+        posted = self._post(
+            channel=body["channel"]["id"],
+            text=f"<@{user}> asked “{escape(truncate(answer.question, 300))}”\n{text}",
+            blocks=blocks,
+        )
+        if posted:
+            respond(delete_original=True)
+
+    def _on_feedback(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
+        ack()
+        if action["action_id"] == "feedback_reason":
+            key, _, reason = action["selected_option"]["value"].partition(":")
+            helpful, why = False, reason
+        else:
+            key, helpful, why = action["value"], action["action_id"] == "feedback_helpful", None
+        if self.feedback.record(key, body["user"]["id"], helpful, why):
+            respond(
+                text="Thanks for the feedback.", response_type="ephemeral", replace_original=False
+            )
+
+    # ------------------------------------------------------------ answering
+
+    def _answer(
+        self, channel: str, thread: str | None, question: str, user: str | None, ts: str
+    ) -> None:
+        if not question:
+            self._post(channel=channel, thread_ts=thread, text=USAGE)
+            return
+        self._react("reactions_add", channel, ts)
+        try:
+            earlier = self._thread_questions(channel, thread)
+            # A follow-up ("and when was it approved?") means more with what the thread asked.
+            query = f"{earlier[-1]} {question}" if earlier else question
+            answer = self.engine.ask(query)
+            key = self.feedback.remember(answer, user, f"{channel}/{thread or ts}")
+            text, blocks = answer_message(answer, key, self.settings.slack_show_closest)
+            if self._post(channel=channel, thread_ts=thread, text=text, blocks=blocks):
+                self._remember_thread(channel, thread or ts, question)
+        finally:
+            self._react("reactions_remove", channel, ts)
+
+    def _post(self, **message: Any) -> bool:
+        """Post a message; on a block error, once more as plain text. Errors are logged, never
+        raised: a listener that crashes helps nobody."""
+        message = {k: v for k, v in message.items() if v is not None}
+        try:
+            self.client.chat_postMessage(unfurl_links=False, unfurl_media=False, **message)
+            return True
+        except SlackApiError as error:
+            code = error.response.get("error")
+            log.warning("slack_post_failed", error=code, channel=message.get("channel"))
+            if code in _BLOCK_ERRORS and "blocks" in message:
+                return self._post(
+                    **{**message, "blocks": None, "text": truncate(message["text"], 2900)}
+                )
+            return False
+
+    def _react(self, method: str, channel: str, ts: str) -> None:
+        try:
+            getattr(self.client, method)(channel=channel, timestamp=ts, name="eyes")
+        except SlackApiError as error:  # missing scope, already reacted: never worth failing over
+            log.info("slack_reaction_failed", error=error.response.get("error"))
+
+    def _owns_thread(self, channel: str, thread: str) -> bool:
+        with self._threads_lock:
+            return (channel, thread) in self._threads
+
+    def _thread_questions(self, channel: str, thread: str | None) -> list[str]:
+        if thread is None:
+            return []
+        with self._threads_lock:
+            return list(self._threads.get((channel, thread), []))
+
+    def _remember_thread(self, channel: str, thread: str, question: str) -> None:
+        with self._threads_lock:
+            self._threads.setdefault((channel, thread), []).append(question)
+            self._threads.move_to_end((channel, thread))
+            while len(self._threads) > 10_000:
+                self._threads.popitem(last=False)
+
+
+def _question(text: str) -> str:
+    return _MENTION.sub("", text).strip()
