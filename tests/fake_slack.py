@@ -269,3 +269,46 @@ class SlackDriver:
             },
             timeout=30,
         )
+
+
+class FakeSocketMode:
+    """Slack's Socket Mode side: `apps.connections.open` hands out this websocket URL; each
+    connection gets `hello`, then envelopes; acks come back on `received`."""
+
+    def __init__(self, api: FakeSlackAPI) -> None:
+        import asyncio
+        import queue
+
+        import websockets
+
+        self.connections: queue.Queue[Any] = queue.Queue()
+        self.received: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+
+        async def start() -> Any:
+            return await websockets.serve(self._serve, "127.0.0.1", 0)
+
+        self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(30)
+        port = next(iter(self._server.sockets)).getsockname()[1]
+        api.ws_url = f"ws://127.0.0.1:{port}/link/?ticket=test"
+
+    async def _serve(self, websocket: Any) -> None:
+        self.connections.put(websocket)
+        await websocket.send(
+            json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}})
+        )
+        async for message in websocket:
+            self.received.put(json.loads(message))
+
+    def send(self, websocket: Any, message: dict[str, Any]) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(websocket.send(json.dumps(message)), self._loop).result(30)
+
+    def close(self) -> None:
+        import asyncio
+
+        self._server.close()
+        asyncio.run_coroutine_threadsafe(self._server.wait_closed(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)

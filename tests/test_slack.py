@@ -478,3 +478,70 @@ def test_twenty_quotes_fit_slack_budgets() -> None:
         sections[0].endswith("region.…") and "&amp;" in sections[0] and "&lt;in&gt;" in sections[0]
     )
     assert "more quotes not shown" in json.dumps(blocks)
+
+
+def test_socket_mode_answers_acks_and_reconnects(tmp_path: Path, encoder: Encoder) -> None:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bots.slack.adapter import SlackAdapter
+
+    from .fake_slack import APP_TOKEN, FakeSocketMode
+
+    api = FakeSlackAPI()
+    socket_mode = FakeSocketMode(api)
+    settings = Settings(home=tmp_path / "home")
+    engine = Verbatim(settings, encoder)
+    engine.build_index()
+    adapter = SlackAdapter(
+        engine, settings, SlackSettings(bot_token=BOT_TOKEN, api_base_url=api.url)
+    )
+    handler = SocketModeHandler(adapter.app, APP_TOKEN, web_client=adapter.client)
+    try:
+        handler.connect()  # type: ignore[no-untyped-call]
+        first = socket_mode.connections.get(timeout=30)
+        envelope = {
+            "type": "event_callback",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "event_id": "EvSOCK1",
+            "event": {
+                "type": "app_mention",
+                "user": "U1",
+                "text": f"<@{BOT_USER}> {TROOPS}",
+                "ts": "1700000500.000100",
+                "channel": "CSOCKET",
+            },
+        }
+        socket_mode.send(
+            first,
+            {
+                "envelope_id": "env-1",
+                "type": "events_api",
+                "payload": envelope,
+                "accepts_response_payload": False,
+                "retry_attempt": 0,
+                "retry_reason": "",
+            },
+        )
+        assert socket_mode.received.get(timeout=30)["envelope_id"] == "env-1"  # the ack
+        (reply,) = api.wait_for("chat.postMessage", channel="CSOCKET")
+        assert reply["thread_ts"] == "1700000500.000100" and "about 100,000" in _quotes(reply)[0]
+
+        socket_mode.send(first, {"type": "disconnect", "reason": "refresh_requested"})
+        api.wait_for("apps.connections.open", 2)  # it asked for a fresh connection
+        second = socket_mode.connections.get(timeout=30)
+        retry = {
+            "envelope_id": "env-2",
+            "type": "events_api",
+            "payload": envelope,
+            "accepts_response_payload": False,
+            "retry_attempt": 1,
+            "retry_reason": "timeout",
+        }
+        socket_mode.send(second, retry)
+        assert socket_mode.received.get(timeout=30)["envelope_id"] == "env-2"
+    finally:
+        handler.close()  # type: ignore[no-untyped-call]
+        socket_mode.close()
+        api.close()
+    assert len(api.calls_to("chat.postMessage", "CSOCKET")) == 1  # the retried envelope: once
