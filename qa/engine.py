@@ -17,7 +17,6 @@ from qa.index import (
     BuildReport,
     Index,
     IndexBuilder,
-    IndexNotFoundError,
     current_version_dir,
     load_index,
 )
@@ -170,6 +169,3 @@ class Verbatim:
             score=round(quote.score, 4),
             closest_match=closest,
         )
-
-
-__all__ = ["IndexNotFoundError", "Verbatim"]

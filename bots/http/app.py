@@ -202,8 +202,6 @@ def _mount_slack(app: FastAPI, adapter: SlackAdapter) -> None:
             headers=bolt_response.first_headers_without_set_cookie(),
         )
 
-    app.state.slack = adapter
-
 
 # The page runs only its own script: a document that contains <script> cannot execute.
 _PAGE_HEADERS = {
