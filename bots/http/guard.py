@@ -34,25 +34,16 @@ class RequestGuard:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        recorded = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-            await send(message)
-
-        try:
-            length = _header(scope, b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await _too_large(send_with_id, self.max_body_bytes)
+        def record() -> None:
+            """Metrics and the access-log line, once, before the client sees the response end
+            (so whoever reads the log after a response finds the line there)."""
+            nonlocal recorded
+            if recorded:
                 return
-            if scope["method"] == "POST" and scope["path"].startswith("/v1/"):
-                scope["headers"] = _as_json(scope["headers"])
-            await self.app(scope, self._limited(receive), send_with_id)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            recorded = True
+            path = getattr(scope.get("route"), "path", None) or "unmatched"
             seconds = time.perf_counter() - started
             self.metrics.observe_request(path, scope["method"], status, seconds)
             fields: dict[str, Any] = {
@@ -67,6 +58,26 @@ class RequestGuard:
             if question is not None:
                 fields["question"] = question
             log.info("request", **fields)
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                record()
+            await send(message)
+
+        try:
+            length = _header(scope, b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                await _too_large(send_with_id, self.max_body_bytes)
+                return
+            if scope["method"] == "POST" and scope["path"].startswith("/v1/"):
+                scope["headers"] = _as_json(scope["headers"])
+            await self.app(scope, self._limited(receive), send_with_id)
+        finally:
+            record()  # a request that ended without a complete response
 
     def _limited(self, receive: Receive) -> Receive:
         """A body sent without a length is counted as it arrives."""
