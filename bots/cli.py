@@ -35,7 +35,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)  # never break a quote with inserted newlines
+# Never break a quote with inserted newlines; piped output gets room for wide tables.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 class _State:
