@@ -273,6 +273,8 @@ def feedback_export(
 def slack() -> None:
     """Run the Slack bot over Socket Mode (needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN)."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_bolt.error import BoltError
+    from slack_sdk.errors import SlackClientError
 
     from bots.slack.adapter import SlackAdapter
     from bots.slack.settings import SlackSettings
@@ -283,11 +285,12 @@ def slack() -> None:
         _fail("Socket Mode needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_APP_TOKEN (xapp-…)", code=2)
     engine = Verbatim(settings)
     _run(engine.ensure_index)
-    adapter = _run(
-        lambda _: SlackAdapter(
+    try:
+        adapter = SlackAdapter(
             engine, settings, credentials.model_copy(update={"signing_secret": ""})
         )
-    )
+    except (BoltError, SlackClientError, OSError) as exc:
+        _fail(f"Slack: {exc}; check SLACK_BOT_TOKEN and SLACK_API_BASE_URL")
     err.print("connected to Slack over Socket Mode; Ctrl-C stops")
     handler = SocketModeHandler(adapter.app, credentials.app_token, web_client=adapter.client)
     handler.start()  # type: ignore[no-untyped-call]
@@ -302,15 +305,21 @@ def serve(
 ) -> None:
     """Serve the HTTP API and the chat page (indexes the seed documents if there is no index)."""
     import uvicorn
+    from slack_bolt.error import BoltError
+    from slack_sdk.errors import SlackClientError
 
     from bots.http import create_app
 
     settings = _settings(host=host, port=port)
     if logging.getLevelNamesMapping()[settings.log_level] > logging.INFO:
         configure_logging("INFO")  # a server keeps its access log
+    try:
+        web_app = create_app(settings)
+    except (BoltError, SlackClientError, OSError) as exc:  # Slack set up but not reachable
+        _fail(f"Slack: {exc}; check SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and SLACK_API_BASE_URL")
     err.print(f"serving on http://{settings.host}:{settings.port}/ (ready when /readyz says so)")
     uvicorn.run(
-        create_app(settings),
+        web_app,
         host=settings.host,
         port=settings.port,
         access_log=False,  # the app writes its own structured access log
