@@ -264,3 +264,21 @@ def test_openapi_answer_schema_matches_the_design(server: LiveServer) -> None:
     )
     assert "/v1/search" in schema["paths"] and "/v1/documents/{doc_id}" in schema["paths"]
     assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_cors_allows_only_configured_origins(start: Callable[..., LiveServer]) -> None:
+    live = start(cors_origins="https://intranet.example", rate_limit="")
+    live.wait_ready()
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    allowed = httpx.options(
+        f"{live.url}/v1/ask", headers={"Origin": "https://intranet.example", **preflight}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://intranet.example"
+    refused = httpx.options(
+        f"{live.url}/v1/ask", headers={"Origin": "https://evil.example", **preflight}
+    )
+    assert "access-control-allow-origin" not in refused.headers
