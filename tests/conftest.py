@@ -60,6 +60,13 @@ def seed_engine(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> V
     return engine
 
 
+def seeds_with(folder: Path, name: str, text: str) -> Path:
+    """`folder` holding the seed documents and one more document, `name`, with `text`."""
+    shutil.copytree(default_corpus_dir(), folder, dirs_exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
 def load_question_set() -> list[dict[str, Any]]:
     with QUESTION_SET.open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines if line.strip()]

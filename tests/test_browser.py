@@ -14,6 +14,7 @@ from embeddings.encoder import Encoder
 from qa.engine import Verbatim
 from qa.settings import Settings
 
+from .conftest import seeds_with
 from .live_server import LiveServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -46,10 +47,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[LiveServer]:
-    corpus = tmp_path_factory.mktemp("browser-corpus")
-    for seed in (Path(__file__).resolve().parent.parent / "corpus" / "default").glob("*.txt"):
-        shutil.copy(seed, corpus)
-    (corpus / "hostile.txt").write_text(HOSTILE, encoding="utf-8")
+    corpus = seeds_with(tmp_path_factory.mktemp("browser-corpus"), "hostile.txt", HOSTILE)
     settings = Settings(home=tmp_path_factory.mktemp("browser-home"), rate_limit="")
     engine = Verbatim(settings, encoder)
     engine.build_index([corpus])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from qa.engine import Verbatim
 from qa.evaluation.questions import load_questions
 from qa.settings import Settings
 
-from .conftest import ROOT
+from .conftest import ROOT, seeds_with
 from .fake_slack import BOT_ID, BOT_TOKEN, BOT_USER, SIGNING_SECRET, FakeSlackAPI, SlackDriver
 from .live_server import LiveServer
 
@@ -67,10 +66,7 @@ class Bot:
 
 @pytest.fixture(scope="module")
 def bot(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[Bot]:
-    corpus = tmp_path_factory.mktemp("slack-corpus")
-    for seed in (Path(__file__).resolve().parent.parent / "corpus" / "default").glob("*.txt"):
-        shutil.copy(seed, corpus)
-    (corpus / "hostile.txt").write_text(HOSTILE, encoding="utf-8")
+    corpus = seeds_with(tmp_path_factory.mktemp("slack-corpus"), "hostile.txt", HOSTILE)
     home = tmp_path_factory.mktemp("slack-home")
     settings = Settings(home=home, rate_limit="")
     engine = Verbatim(settings, encoder)
@@ -175,27 +171,9 @@ def test_follow_up_in_owned_thread_uses_the_thread_question(bot: Bot) -> None:
 
 
 def test_silent_in_threads_it_was_never_called_into(bot: Bot) -> None:
-    bot.driver.event(
-        {
-            "type": "message",
-            "channel_type": "channel",
-            "channel": "CFOREIGN",
-            "user": "U1",
-            "text": TROOPS,
-            "ts": bot.ts(),
-            "thread_ts": "1600000000.000001",
-        }
-    )
-    bot.driver.event(
-        {
-            "type": "message",
-            "channel_type": "channel",
-            "channel": "CFOREIGN",
-            "user": "U1",
-            "text": TROOPS,
-            "ts": bot.ts(),
-        }
-    )
+    message = {"type": "message", "channel_type": "channel", "channel": "CFOREIGN", "user": "U1"}
+    bot.driver.event({**message, "text": TROOPS, "ts": bot.ts(), "thread_ts": "1600000000.000001"})
+    bot.driver.event({**message, "text": TROOPS, "ts": bot.ts()})  # a plain channel message
     bot.barrier()
     assert bot.replies("CFOREIGN") == []
 
