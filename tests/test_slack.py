@@ -7,6 +7,7 @@ import html
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,11 +327,17 @@ def test_document_markup_is_escaped_never_a_ping_or_link(bot: Bot) -> None:
     assert "&lt;https://evil.example|click here&gt;" in posted or "evil.example" not in posted
 
 
-def test_slash_command_is_private_then_shared(bot: Bot) -> None:
-    started = time.monotonic()
+def test_slash_command_is_private_then_shared(bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hold the search until the command's HTTP reply is back: the ack must not wait for it.
+    gate = threading.Event()
+    search = bot.engine.ask
+    monkeypatch.setattr(bot.engine, "ask", lambda *args: gate.wait(60) and search(*args))
+    replies_before = len(bot.api.calls_to("response_url"))
     response = bot.driver.command(TROOPS, user="U5", channel="CSLASH")
-    assert response.status_code == 200 and time.monotonic() - started < 3
-    ephemeral = bot.api.wait_for("response_url", 1)[-1]
+    assert response.status_code == 200 and not response.content  # acked, nothing answered yet
+    assert len(bot.api.calls_to("response_url")) == replies_before
+    gate.set()
+    ephemeral = bot.api.wait_for("response_url", replies_before + 1)[-1]
     assert ephemeral["response_type"] == "ephemeral" and "about 100,000" in _quotes(ephemeral)[0]
     share = next(
         e
