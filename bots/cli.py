@@ -22,6 +22,7 @@ from rich.table import Table
 from embeddings.encoder import ModelLoadError
 from qa.answer import Answer
 from qa.engine import DocumentNotFoundError, Verbatim
+from qa.filters import Filters
 from qa.index import BuildProgress, BuildReport, VerbatimIndexError
 from qa.logs import configure_logging
 from qa.settings import Settings
@@ -129,16 +130,30 @@ def ask(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the answer as JSON (design.md shape).")
     ] = False,
+    doc: Annotated[
+        list[str] | None, typer.Option(help="Only this document id (repeatable).")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Only documents from this source.")] = None,
+    lang: Annotated[
+        str | None, typer.Option(help='Only documents in this language ("en", "ja").')
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only documents dated on or after (ISO).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only documents dated on or before (ISO).")
+    ] = None,
 ) -> None:
     """Answer a question with exact quotes from the indexed documents."""
     if not question.strip():
         _fail("the question is empty", code=2)
     settings = _settings(top_k=top_k, threshold=threshold)
+    filters = Filters(doc_ids=doc, source=source, lang=lang, date_from=since, date_to=until)
     engine = Verbatim(settings)
     built = _run(engine.ensure_index)
     if built is not None:
         err.print("[dim]no index yet: indexed the packaged seed documents[/dim]")
-    answer = _run(lambda _: engine.ask(question))
+    answer = _run(lambda _: engine.ask(question, filters=filters))
     if as_json:
         print(answer.model_dump_json(indent=2))
     else:

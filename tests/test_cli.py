@@ -53,6 +53,16 @@ def test_ask_json_prints_only_the_answer_shape(home: Path) -> None:
     assert document.text[quote["char_start"] : quote["char_end"]] == quote["text"]
 
 
+def test_ask_filters_by_document_metadata(home: Path) -> None:
+    question = "What is the cornerstone of regional peace and security?"
+    dated = json.loads(
+        run(home, "ask", "--json", "--since", "2014", "--until", "2014", question).stdout
+    )
+    assert dated["quotes"] and {q["doc_id"] for q in dated["quotes"]} == {"000_ca5c4864f6c7d21a"}
+    one = json.loads(run(home, "ask", "--json", "--doc", "001_dd8c4ca6def8021f", question).stdout)
+    assert {q["doc_id"] for q in one["quotes"]} == {"001_dd8c4ca6def8021f"}
+
+
 def test_unanswerable_question_says_so(home: Path) -> None:
     result = run(home, "ask", "What is the capital of France?")
     assert result.returncode == 0
