@@ -8,6 +8,7 @@ path works too; e5-style models get their `query: ` / `passage: ` prompts.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ class EncoderConfig:
     query_prompt: str | None = None  # None: the model's own, or "query: " for e5 models
     passage_prompt: str | None = None
     max_seq_length: int | None = None
+    backend: str = "torch"  # "torch", "onnx" (same vectors, faster) or "onnx-int8"
+    cache_dir: Path | None = None  # where exported ONNX graphs are kept
 
 
 class Encoder:
@@ -121,10 +124,19 @@ class Encoder:
         return self._model
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
 def _load_model(config: EncoderConfig) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     location = _resolve(config.model)
+    if config.backend not in BACKENDS:
+        raise ModelLoadError(
+            f"unknown encoder backend {config.backend!r}; use one of {', '.join(BACKENDS)}"
+        )
+    if config.backend.startswith("onnx"):
+        return _load_onnx(config, location)
     try:
         import transformers
         from sentence_transformers import SentenceTransformer
@@ -140,6 +152,23 @@ def _load_model(config: EncoderConfig) -> Any:
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
     return model
+
+
+def _load_onnx(config: EncoderConfig, location: str) -> Any:
+    from embeddings.onnx import OnnxExportError, OnnxSentenceModel
+
+    if not Path(location).is_dir():
+        raise ModelLoadError(
+            f"the ONNX backend needs a local model folder, not {config.model!r}; "
+            "set VERBATIM_MODEL to one, or VERBATIM_ENCODER_BACKEND=torch"
+        )
+    cache = config.cache_dir or Path(tempfile.gettempdir()) / "verbatim-onnx"
+    try:
+        return OnnxSentenceModel(Path(location), cache, quantized=config.backend == "onnx-int8")
+    except (OnnxExportError, OSError, ImportError) as exc:
+        raise ModelLoadError(
+            f"cannot prepare the ONNX encoder for {config.model!r}: {exc}"
+        ) from exc
 
 
 def _resolve(model: str) -> str:

@@ -4,6 +4,7 @@ these defaults."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, field_validator
@@ -26,6 +27,7 @@ class Settings(BaseSettings):
     index_dir: Path | None = None  # default: $VERBATIM_HOME/index
     model: str = DEFAULT_MODEL
     batch_size: int = Field(32, ge=1, le=1024)
+    encoder_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     query_prompt: str | None = None
     passage_prompt: str | None = None
     chunk_size: int = Field(800, ge=50, le=20_000)
@@ -83,4 +85,6 @@ class Settings(BaseSettings):
             batch_size=self.batch_size,
             query_prompt=self.query_prompt,
             passage_prompt=self.passage_prompt,
+            backend=self.encoder_backend,
+            cache_dir=self.home / "models",
         )

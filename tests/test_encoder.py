@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,3 +51,49 @@ def test_configured_prompts_win(model_copy: Path, encoder: Encoder) -> None:
 def test_missing_model_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="VERBATIM_MODEL"):
         Encoder(EncoderConfig(model=str(tmp_path / "missing"))).load()
+
+
+TEXTS = [
+    "How many U.S. military personnel are forward deployed in the region?",
+    "(ii) Meeting the commitments of the United States requires about 100,000 personnel.",
+    "日米同盟は地域の平和の礎である。",
+]
+
+
+def test_onnx_backend_gives_the_torch_vectors_and_exports_once(
+    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = EncoderConfig(backend="onnx", cache_dir=tmp_path / "models")
+    onnx = Encoder(config)
+    assert np.allclose(onnx.encode_passages(TEXTS), encoder.encode_passages(TEXTS), atol=1e-4)
+    assert np.allclose(onnx.encode_queries(TEXTS[:1]), encoder.encode_queries(TEXTS[:1]), atol=1e-4)
+    assert onnx.model_id == encoder.model_id and onnx.dimension == 384
+    assert len(list((tmp_path / "models").rglob("model.onnx"))) == 1
+
+    import embeddings.onnx
+
+    monkeypatch.setattr(embeddings.onnx, "_export", lambda *_: pytest.fail("exported twice"))
+    Encoder(config).load()  # a later process reuses the cached graph
+
+
+def test_onnx_int8_backend_stays_close_to_torch(tmp_path: Path, encoder: Encoder) -> None:
+    quantized = Encoder(EncoderConfig(backend="onnx-int8", cache_dir=tmp_path / "models"))
+    cosines = (quantized.encode_passages(TEXTS) * encoder.encode_passages(TEXTS)).sum(axis=1)
+    assert (cosines > 0.9).all() and (cosines < 0.9999).any()  # close, and really quantised
+
+
+def test_engine_on_onnx_answers_like_torch(tmp_path: Path, seed_engine: Any) -> None:
+    from qa.engine import Verbatim
+    from qa.settings import Settings
+
+    engine = Verbatim(Settings(home=tmp_path / "home", encoder_backend="onnx"))
+    engine.build_index()
+    for question in (TEXTS[0], "When was the Japan-U.S. Joint Declaration on Security issued?"):
+        onnx_answer, torch_answer = engine.ask(question), seed_engine.ask(question)
+        assert [q.text for q in onnx_answer.quotes] == [q.text for q in torch_answer.quotes]
+        assert onnx_answer.quotes[0].score == pytest.approx(torch_answer.quotes[0].score, abs=1e-3)
+
+
+def test_unknown_backend_is_refused_clearly() -> None:
+    with pytest.raises(ModelLoadError, match="unknown encoder backend"):
+        Encoder(EncoderConfig(backend="tpu")).load()

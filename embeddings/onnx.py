@@ -1,0 +1,168 @@
+"""An ONNX Runtime backend for sentence-transformers folders with mean pooling.
+
+The transformer is exported once from the local weights with `torch.onnx.export` (optimum-onnx
+cannot be used beside sentence-transformers 6) and cached; later processes load only
+onnxruntime and the fast tokenizer, no torch. `OnnxSentenceModel` offers the part of
+`SentenceTransformer` that `Encoder` uses, so the encoder code is the same for both backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_EXPORTED = "model.onnx"
+_QUANTIZED = "model-int8.onnx"
+
+
+class OnnxExportError(RuntimeError):
+    pass
+
+
+class OnnxSentenceModel:
+    prompts: dict[str, str] = {}  # noqa: RUF012 - mirrors SentenceTransformer.prompts
+
+    def __init__(
+        self, model_dir: Path, cache_dir: Path, quantized: bool = False, threads: int = 0
+    ) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        self.model_dir = model_dir
+        self.max_seq_length = _max_seq_length(model_dir)
+        self.dimension = _mean_pooling_dimension(model_dir)
+        onnx_file = _cached_export(model_dir, cache_dir, quantized)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(
+            str(onnx_file), options, providers=["CPUExecutionProvider"]
+        )
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.enable_truncation(self.max_seq_length)
+        self._tokenizer.enable_padding()
+
+    def get_embedding_dimension(self) -> int:
+        return self.dimension
+
+    def encode(
+        self,
+        texts: list[str],
+        prompt: str | None = None,
+        batch_size: int = 32,
+        normalize_embeddings: bool = True,
+        **_: Any,
+    ) -> npt.NDArray[np.float32]:
+        if prompt:
+            texts = [prompt + text for text in texts]
+        parts = [self._batch(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        vectors = np.vstack(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
+        if normalize_embeddings:
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def _batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        encoded = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled: npt.NDArray[np.float32] = (hidden * weights).sum(axis=1) / np.maximum(
+            weights.sum(axis=1), 1e-9
+        )
+        return pooled.astype(np.float32)
+
+
+def _cached_export(model_dir: Path, cache_dir: Path, quantized: bool) -> Path:
+    """The exported (and optionally int8-quantised) graph for `model_dir`, made on first use."""
+    key = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
+        if (model_dir / name).exists():
+            stat = (model_dir / name).stat()
+            key.update(f"{model_dir.resolve()}/{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    folder = cache_dir / key.hexdigest()[:16]
+    exported = folder / _EXPORTED
+    if not exported.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomically(exported, lambda tmp: _export(model_dir, tmp))
+    if not quantized:
+        return exported
+    quantized_file = folder / _QUANTIZED
+    if not quantized_file.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        _atomically(
+            quantized_file,
+            lambda tmp: quantize_dynamic(str(exported), str(tmp), weight_type=QuantType.QInt8),
+        )
+    return quantized_file
+
+
+def _atomically(target: Path, write: Any) -> None:
+    """Write through a temporary file and rename: a killed export leaves no half file."""
+    handle, name = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
+    os.close(handle)
+    try:
+        write(Path(name))
+        os.replace(name, target)
+    finally:
+        if os.path.exists(name):
+            os.unlink(name)
+
+
+def _export(model_dir: Path, target: Path) -> None:
+    import warnings
+
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(model_dir)).eval()
+
+    class _Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    sample = torch.ones((2, 8), dtype=torch.long)
+    axes = {0: "batch", 1: "tokens"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(
+            _Hidden(),
+            (sample, sample),
+            str(target),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def _max_seq_length(model_dir: Path) -> int:
+    config = model_dir / "sentence_bert_config.json"
+    if config.exists():
+        return int(json.loads(config.read_text()).get("max_seq_length", 512))
+    return 512
+
+
+def _mean_pooling_dimension(model_dir: Path) -> int:
+    pooling = model_dir / "1_Pooling" / "config.json"
+    if not pooling.exists():
+        raise OnnxExportError(f"{model_dir} has no 1_Pooling/config.json; use the torch backend")
+    config = json.loads(pooling.read_text())
+    if not config.get("pooling_mode_mean_tokens"):
+        raise OnnxExportError(
+            "the ONNX backend supports mean-pooling models only; use the torch backend"
+        )
+    return int(config["word_embedding_dimension"])
