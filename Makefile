@@ -47,6 +47,7 @@ test: lint browser
 bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.http_load
+	$(BIN)/python -m bench.backends
 
 # Public benchmarks (long: each builds its own index). Results in bench/results/eval-*.
 SHARED_EVAL ?= ../shared/eval

@@ -29,6 +29,7 @@ from rich.table import Table
 from corpus.loader import default_corpus_dir
 from embeddings.encoder import Encoder
 from qa.engine import Verbatim
+from qa.evaluation.beir import write_corpus
 from qa.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,16 +81,7 @@ def main() -> None:
 
 
 def _beir_corpus(folder: Path, target: Path, limit: int) -> Path:
-    """BEIR documents as text files (title line, blank line, abstract), as users have them."""
-    target.mkdir(parents=True, exist_ok=True)
-    with (folder / "corpus.jsonl").open(encoding="utf-8") as lines:
-        for count, line in enumerate(lines):
-            if limit and count >= limit:
-                break
-            doc = json.loads(line)
-            path = target / f"{doc['_id']}.txt"
-            if not path.exists():
-                path.write_text(f"{doc['title']}\n\n{doc['text']}\n", encoding="utf-8")
+    write_corpus(folder, target, limit)
     return target
 
 

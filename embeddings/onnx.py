@@ -121,9 +121,10 @@ def _export(model_dir: Path, target: Path) -> None:
     import warnings
 
     import torch
-    from transformers import AutoModel
+    import transformers
 
-    model = AutoModel.from_pretrained(str(model_dir)).eval()
+    transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    model = transformers.AutoModel.from_pretrained(str(model_dir)).eval()
 
     class _Hidden(torch.nn.Module):
         def __init__(self) -> None:
