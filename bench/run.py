@@ -26,7 +26,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from corpus.loader import default_corpus_dir
+from corpus.chunking import ChunkerSettings, chunk_document
+from corpus.loader import default_corpus_dir, discover, read_document
 from embeddings.encoder import Encoder
 from qa.engine import Verbatim
 from qa.evaluation.beir import write_corpus
@@ -95,7 +96,7 @@ def _raw_model() -> Any:
 
 def _bench_build(name: str, corpus: Path, encoder: Encoder, home: Path) -> dict[str, Any]:
     engine = Verbatim(Settings(home=home), encoder)
-    texts = _texts_to_embed(corpus, encoder)
+    texts = _texts_to_embed(corpus, engine.settings.chunker)
     model = _raw_model()
 
     def raw_encode() -> None:
@@ -133,21 +134,15 @@ def _bench_build(name: str, corpus: Path, encoder: Encoder, home: Path) -> dict[
     }
 
 
-def _texts_to_embed(corpus: Path, encoder: Encoder) -> list[str]:
+def _texts_to_embed(corpus: Path, chunker: ChunkerSettings) -> list[str]:
     """What a build of `corpus` embeds: every chunk, then every sentence."""
-    with tempfile.TemporaryDirectory() as home:
-        probe = Verbatim(Settings(home=Path(home)), encoder)
-        from corpus.chunking import chunk_document
-        from corpus.loader import discover, read_document
-
-        sources, _ = discover([corpus])
-        chunks: list[str] = []
-        sentences: list[str] = []
-        for source in sources:
-            document = read_document(source)
-            spans, pieces = chunk_document(document, probe.settings.chunker)
-            chunks += [c.text for c in pieces]
-            sentences += [document.text[s.start : s.end] for s in spans]
+    chunks: list[str] = []
+    sentences: list[str] = []
+    for source in discover([corpus])[0]:
+        document = read_document(source)
+        spans, pieces = chunk_document(document, chunker)
+        chunks += [c.text for c in pieces]
+        sentences += [document.text[s.start : s.end] for s in spans]
     return chunks + sentences
 
 

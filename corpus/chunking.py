@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass
 
 from corpus.models import Chunk, Document, Span
+from corpus.normalize import CJK_CHAR
 from corpus.sentences import split_sentences
 
 _MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 _ITEM_MARKER = re.compile(r"^(\(?([0-9]{1,3}|[ivxlc]{1,6}|[a-z])\)|([0-9]{1,3})\.|[-*•・])\s")
 _ROMAN = re.compile(r"^[ivxlc]{1,6}$")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 # A CJK character costs about as many model tokens as 2.5 Latin characters.
 _CJK_EXTRA_WEIGHT = 1.5
 
@@ -155,7 +155,7 @@ def _section_label(path: tuple[tuple[str, str], ...]) -> str | None:
 
 
 def _weight(text: str) -> float:
-    return len(text) + _CJK_EXTRA_WEIGHT * len(_CJK.findall(text))
+    return len(text) + _CJK_EXTRA_WEIGHT * len(CJK_CHAR.findall(text))
 
 
 def _pack(

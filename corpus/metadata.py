@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from corpus.normalize import CJK_CHAR
+
 _WORLD_AND_JAPAN_HEADER = '"The World and Japan" Database'
 _HEADER_LINES = 3
 _FIELD = re.compile(r"^\[(Title|Place|Date|Source|Notes|Full text)\]\s*(.*)$")
@@ -24,7 +26,6 @@ _DATE_FORMATS = (
     "%B %Y",
     "%Y",
 )
-_JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 _SHORT_LINE_WORDS = 8
 
 
@@ -100,7 +101,7 @@ def detect_language(text: str) -> str:
     """ "ja" when Japanese script is a real share of the letters, else "en"."""
     sample = text[:5000]
     letters = sum(ch.isalpha() for ch in sample) or 1
-    return "ja" if len(_JAPANESE.findall(sample)) / letters > 0.2 else "en"
+    return "ja" if len(CJK_CHAR.findall(sample)) / letters > 0.2 else "en"
 
 
 def derive_title(body: str) -> str | None:

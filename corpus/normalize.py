@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
+# Kana and CJK ideographs: the characters that make text Japanese (after NFKC).
+CJK_CHARS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+CJK_CHAR = re.compile(f"[{CJK_CHARS}]")
 _HORIZONTAL_SPACE = re.compile(r"[^\S\n]+")
 _SPACE_BEFORE_NEWLINE = re.compile(r" +\n")
 _MANY_BLANK_LINES = re.compile(r"\n{3,}")

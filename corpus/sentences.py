@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from corpus.models import Span
+from corpus.normalize import CJK_CHARS
 
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st no nos art arts para paras sec vol fig figs vs cf e.g "
@@ -27,7 +28,7 @@ _SENTENCE_OPENERS = frozenset(
     "there our their his her a an both each such while when since after before if".split()
 )
 _CLOSERS = "\"'”’)]」』）】〕»"
-_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f"
+_CJK = CJK_CHARS + r"\uff66-\uff9f"  # half-width kana: text not yet NFKC-normalised
 _LIST_MARKER = re.compile(r"(?:\(?(?:\d{1,3}|[ivxlc]{1,6}|[a-z])\)|\d{1,3}\.|[-*•・])\s", re.I)
 _ROMAN = re.compile(r"^[ivxlc]{1,6}$", re.I)
 

@@ -1,6 +1,6 @@
 """The core: index builds, retrieval, quote selection, abstention. Every door calls `Verbatim`."""
 
-from qa.answer import Answer, Passage, Quote
+from qa.answer import Answer, Passage, Quote, SearchResult
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.filters import Filters
 from qa.settings import Settings
@@ -11,6 +11,7 @@ __all__ = [
     "Filters",
     "Passage",
     "Quote",
+    "SearchResult",
     "Settings",
     "Verbatim",
 ]

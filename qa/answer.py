@@ -48,3 +48,12 @@ class Passage(BaseModel):
     char_end: int
     section: str | None
     score: float
+
+
+class SearchResult(BaseModel):
+    """Ranked passages for a question, from one index version."""
+
+    question: str
+    passages: list[Passage]
+    index_version: str
+    took_ms: float

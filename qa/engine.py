@@ -10,7 +10,7 @@ from pathlib import Path
 from corpus.loader import default_corpus_dir
 from corpus.models import Document
 from embeddings.encoder import Encoder
-from qa.answer import Answer, Passage, Quote
+from qa.answer import Answer, Passage, Quote, SearchResult
 from qa.filters import Filters
 from qa.index import (
     BuildProgress,
@@ -112,15 +112,16 @@ class Verbatim:
 
     def search(
         self, question: str, top_k: int | None = None, filters: Filters | None = None
-    ) -> list[Passage]:
+    ) -> SearchResult:
         if not question.strip():
             raise ValueError("the question is empty")
+        started = time.perf_counter()
         index = self.index
         query = self.encoder.encode_queries([question])[0]
         candidates = DenseRetriever(index).retrieve(
             query, top_k or self.settings.top_k, self._doc_ids(index, filters)
         )
-        return [
+        passages = [
             Passage(
                 rank=rank,
                 chunk_id=c.chunk.chunk_id,
@@ -134,6 +135,12 @@ class Verbatim:
             )
             for rank, c in enumerate(candidates, 1)
         ]
+        return SearchResult(
+            question=question,
+            passages=passages,
+            index_version=index.version,  # the version these passages came from
+            took_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
 
     def documents(self) -> list[Document]:
         return sorted(self.index.documents.values(), key=lambda d: d.doc_id)

@@ -19,11 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from corpus.models import Chunk, Span
+from corpus.normalize import CJK_CHAR
 from qa.index import Index, sentence_vector_id
 from qa.retriever import Candidate
 
 _WORD = re.compile(r"\w+")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ class QuoteSelector:
         sentence = text[span.start : span.end]
         if sentence == span.section:
             return False  # a heading names a topic; it answers nothing
-        if _CJK.search(sentence):
-            return len(_CJK.findall(sentence)) >= 2 * self.settings.min_words
+        if CJK_CHAR.search(sentence):
+            return len(CJK_CHAR.findall(sentence)) >= 2 * self.settings.min_words
         return len(_WORD.findall(sentence)) >= self.settings.min_words
 
     def _distinct(self, ranked: list[ScoredQuote]) -> list[ScoredQuote]:

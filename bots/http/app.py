@@ -31,11 +31,11 @@ from starlette.exceptions import HTTPException
 
 from bots.http.guard import RequestGuard
 from bots.http.metrics import Metrics
-from bots.http.schemas import AskRequest, DocumentFull, DocumentSummary, ErrorBody, SearchResponse
+from bots.http.schemas import AskRequest, DocumentFull, DocumentSummary, ErrorBody
 from bots.slack.adapter import SlackAdapter
 from bots.slack.settings import SlackSettings
 from corpus.models import Document
-from qa.answer import Answer
+from qa.answer import Answer, SearchResult
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.logs import get_logger
 from qa.settings import Settings
@@ -115,20 +115,11 @@ def create_app(
         metrics.observe_index(engine.index)
         return answer
 
-    @v1.post(
-        "/search", response_model=SearchResponse, summary="Ranked passages, no quote selection"
-    )
-    async def search(body: AskRequest, request: Request) -> SearchResponse:
+    @v1.post("/search", response_model=SearchResult, summary="Ranked passages, no quote selection")
+    async def search(body: AskRequest, request: Request) -> SearchResult:
         if settings.log_questions:
             request.state.question = body.question
-        started = time.perf_counter()
-        passages = await in_worker(engine.search, body.question, body.top_k, body.filters)
-        return SearchResponse(
-            question=body.question,
-            passages=passages,
-            index_version=engine.index.version,
-            took_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+        return await in_worker(engine.search, body.question, body.top_k, body.filters)
 
     @v1.get("/documents", response_model=list[DocumentSummary], summary="Indexed documents")
     async def documents() -> list[DocumentSummary]:

@@ -6,7 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qa.answer import Passage
 from qa.filters import Filters
 
 QUESTION_LIMIT = 2000
@@ -26,13 +25,6 @@ class AskRequest(BaseModel):
         if not value.strip():
             raise ValueError("the question is empty")
         return value
-
-
-class SearchResponse(BaseModel):
-    question: str
-    passages: list[Passage]
-    index_version: str
-    took_ms: float
 
 
 class DocumentSummary(BaseModel):

@@ -52,7 +52,7 @@ def run_questions(
     index = engine.index
     results = []
     for question in questions:
-        passages = engine.search(question.question, SEARCH_DEPTH)
+        passages = engine.search(question.question, SEARCH_DEPTH).passages
         # Latency is what a user waits for: `ask` where quotes are shown, else a top-10 search.
         started = time.perf_counter()
         answer = engine.ask(question.question) if with_quotes else None
