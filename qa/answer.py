@@ -7,6 +7,19 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+class Explanation(BaseModel):
+    """Why a passage ranked where it did (`explain`): each retriever's view of it."""
+
+    mode: str = Field(description="retrieval mode: dense, bm25 or hybrid")
+    dense_rank: int | None = Field(description="rank in the dense list; null when not in it")
+    dense_score: float = Field(description="cosine of question and passage")
+    bm25_rank: int | None = Field(description="rank in the BM25 list; null when not in it")
+    bm25_score: float
+    fused_score: float | None = Field(description="hybrid fusion score (hybrid mode)")
+    rerank_score: float | None = Field(description="second-stage score, when a reranker ran")
+    matched_terms: list[str] = Field(description="question keywords found in the passage")
+
+
 class Quote(BaseModel):
     """An exact span of a document: `documents[doc_id].text[char_start:char_end] == text`."""
 
@@ -26,6 +39,7 @@ class Quote(BaseModel):
     closest_match: bool = Field(
         False, description="true when the quote is below the answer threshold (status no_answer)"
     )
+    explain: Explanation | None = None
 
 
 class Answer(BaseModel):
@@ -48,6 +62,7 @@ class Passage(BaseModel):
     char_end: int
     section: str | None
     score: float
+    explain: Explanation | None = None
 
 
 class SearchResult(BaseModel):

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from corpus.loader import default_corpus_dir
+from corpus.metadata import detect_language
 from corpus.models import Document
+from corpus.tokenize import KeywordTokenizer
 from embeddings.encoder import Encoder
-from qa.answer import Answer, Passage, Quote, SearchResult
+from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
 from qa.filters import Filters
 from qa.index import (
     BuildProgress,
@@ -21,7 +23,8 @@ from qa.index import (
     load_index,
 )
 from qa.quotes import QuoteSelector, ScoredQuote, diverse
-from qa.retriever import DenseRetriever
+from qa.rerank import Reranker, make_reranker
+from qa.retriever import Candidate, Mode, Query, make_retriever
 from qa.settings import Settings
 
 
@@ -39,6 +42,9 @@ class Verbatim:
     def __init__(self, settings: Settings | None = None, encoder: Encoder | None = None) -> None:
         self.settings = settings or Settings()
         self.encoder = encoder or Encoder(self.settings.encoder)
+        self.tokenizer = KeywordTokenizer(self.settings.tokenizer)
+        self._reranker: Reranker | None = None
+        self._reranker_ready = False
         self._index: Index | None = None
         self._lock = threading.Lock()
 
@@ -52,6 +58,7 @@ class Verbatim:
             self.settings.resolved_index_dir,
             self.encoder,
             self.settings.chunker,
+            self.tokenizer,
             hnsw_threshold=self.settings.hnsw_threshold,
             max_file_bytes=int(self.settings.max_file_mb * 1024 * 1024),
         )
@@ -84,19 +91,23 @@ class Verbatim:
     # ------------------------------------------------------------ questions
 
     def ask(
-        self, question: str, top_k: int | None = None, filters: Filters | None = None
+        self,
+        question: str,
+        top_k: int | None = None,
+        filters: Filters | None = None,
+        mode: Mode | None = None,
+        explain: bool = False,
     ) -> Answer:
-        if not question.strip():
-            raise ValueError("the question is empty")
+        """The quotes that answer `question`, or `no_answer` with the closest one flagged."""
         started = time.perf_counter()
         top_k = top_k or self.settings.top_k
         index = self.index
-        query = self.encoder.encode_queries([question])[0]
-        retriever = DenseRetriever(index, sentence_recall=self.settings.candidates)
-        candidates = retriever.retrieve(
-            query, max(self.settings.candidates, top_k), self._doc_ids(index, filters)
+        query = self._query(question)
+        mode = mode or self.settings.mode
+        candidates = self._candidates(
+            index, query, max(self.settings.candidates, top_k), filters, mode
         )
-        ranked = QuoteSelector(index, self.settings.quotes).rank(query, candidates)
+        ranked = QuoteSelector(index, self.tokenizer, self.settings.quotes).rank(query, candidates)
         answering = [q for q in ranked if q.score >= self.settings.threshold]
         if answering:
             chosen, status, closest = diverse(answering, top_k), "answered", False
@@ -105,22 +116,34 @@ class Verbatim:
         return Answer(
             question=question,
             status=status,
-            quotes=[self._quote(index, q, rank, closest) for rank, q in enumerate(chosen, 1)],
+            quotes=[
+                self._quote(
+                    index,
+                    q,
+                    rank,
+                    closest,
+                    self._explain(query, q.candidate, mode) if explain else None,
+                )
+                for rank, q in enumerate(chosen, 1)
+            ],
             index_version=index.version,
             took_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
     def search(
-        self, question: str, top_k: int | None = None, filters: Filters | None = None
+        self,
+        question: str,
+        top_k: int | None = None,
+        filters: Filters | None = None,
+        mode: Mode | None = None,
+        explain: bool = False,
     ) -> SearchResult:
-        if not question.strip():
-            raise ValueError("the question is empty")
+        """Ranked passages for `question`, without quote selection."""
         started = time.perf_counter()
         index = self.index
-        query = self.encoder.encode_queries([question])[0]
-        candidates = DenseRetriever(index).retrieve(
-            query, top_k or self.settings.top_k, self._doc_ids(index, filters)
-        )
+        query = self._query(question)
+        mode = mode or self.settings.mode
+        candidates = self._candidates(index, query, top_k or self.settings.top_k, filters, mode)
         passages = [
             Passage(
                 rank=rank,
@@ -132,6 +155,7 @@ class Verbatim:
                 char_end=c.chunk.char_end,
                 section=c.chunk.section,
                 score=round(c.score, 4),
+                explain=self._explain(query, c, mode) if explain else None,
             )
             for rank, c in enumerate(candidates, 1)
         ]
@@ -140,6 +164,64 @@ class Verbatim:
             passages=passages,
             index_version=index.version,  # the version these passages came from
             took_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    def _query(self, question: str) -> Query:
+        if not question.strip():
+            raise ValueError("the question is empty")
+        return Query(
+            text=question,
+            vector=self.encoder.encode_queries([question])[0],
+            tokens=self.tokenizer.tokenize(question),
+            semantic=self._understood(detect_language(question)),
+        )
+
+    def _understood(self, lang: str) -> bool:
+        """Whether the encoder's vectors mean anything for a question in `lang`."""
+        languages = self.settings.model_language_set or self.encoder.languages
+        return languages is None or lang in languages
+
+    def _candidates(
+        self, index: Index, query: Query, k: int, filters: Filters | None, mode: Mode
+    ) -> list[Candidate]:
+        """First stage (the `mode`'s retriever), then the reranker when one is configured."""
+        settings = self.settings
+        retriever = make_retriever(
+            index,
+            mode,
+            sentence_recall=settings.candidates,
+            fusion=settings.fusion,
+            rrf_k=settings.rrf_k,
+            weight=settings.fusion_weight,
+        )
+        reranker = self.reranker
+        depth = max(k, settings.rerank_depth) if reranker is not None else k
+        candidates = retriever.retrieve(query, depth, self._doc_ids(index, filters))
+        if reranker is not None:
+            candidates = reranker.rerank(index, query, candidates)
+        return candidates[:k]
+
+    @property
+    def reranker(self) -> Reranker | None:
+        with self._lock:
+            if not self._reranker_ready:
+                self._reranker = make_reranker(self.settings.rerank, self.settings.home / "models")
+                self._reranker_ready = True
+            return self._reranker
+
+    def _explain(self, query: Query, candidate: Candidate, mode: Mode) -> Explanation:
+        words = set(self.tokenizer.tokenize(candidate.chunk.text))
+        return Explanation(
+            mode=mode,
+            dense_rank=candidate.dense_rank,
+            dense_score=round(candidate.dense_score, 4),
+            bm25_rank=candidate.bm25_rank,
+            bm25_score=round(candidate.bm25_score, 4),
+            fused_score=None if candidate.fused_score is None else round(candidate.fused_score, 6),
+            rerank_score=(
+                None if candidate.rerank_score is None else round(candidate.rerank_score, 4)
+            ),
+            matched_terms=sorted({t for t in query.tokens if t in words}),
         )
 
     def documents(self) -> list[Document]:
@@ -158,7 +240,9 @@ class Verbatim:
         return filters.select(index.documents.values())
 
     @staticmethod
-    def _quote(index: Index, quote: ScoredQuote, rank: int, closest: bool) -> Quote:
+    def _quote(
+        index: Index, quote: ScoredQuote, rank: int, closest: bool, explain: Explanation | None
+    ) -> Quote:
         document = index.entries[quote.doc_id].document
         return Quote(
             rank=rank,
@@ -171,8 +255,9 @@ class Verbatim:
             char_start=quote.start,
             char_end=quote.end,
             section=quote.section,
-            passage=quote.chunk.text,
-            passage_start=quote.chunk.char_start,
+            passage=quote.candidate.chunk.text,
+            passage_start=quote.candidate.chunk.char_start,
             score=round(quote.score, 4),
             closest_match=closest,
+            explain=explain,
         )

@@ -3,7 +3,8 @@
 Layout of an index directory:
 
     CURRENT            name of the version directory in use (replaced atomically)
-    v-<version>/       manifest.json, documents.jsonl, chunks/ and sentences/ vector stores
+    v-<version>/       manifest.json, documents.jsonl, chunks/ and sentences/ vector stores,
+                       keywords/ (BM25 over chunks)
     .build-*/          a build in progress (removed by the next build if one was killed)
     .lock              held by the one build allowed at a time
 
@@ -32,8 +33,10 @@ from corpus.chunking import ChunkerSettings, chunk_document
 from corpus.errors import DocumentError
 from corpus.loader import SourceFile, discover, read_document
 from corpus.models import Chunk, Document, Span
+from corpus.tokenize import KeywordTokenizer
 from embeddings.encoder import Encoder
 from embeddings.store import FaissStore, Ids, chunk_vector_id
+from qa.keyword import KeywordIndex, load_tokens
 from qa.logs import get_logger
 
 FORMAT_VERSION = 1
@@ -70,13 +73,14 @@ class IndexedDocument:
 
 @dataclass
 class Index:
-    """A loaded index: documents, their sentences and chunks, and both vector stores."""
+    """A loaded index: documents, their sentences and chunks, both vector stores and BM25."""
 
     directory: Path
     manifest: dict[str, Any]
     entries: dict[str, IndexedDocument]
     chunk_store: FaissStore
     sentence_store: FaissStore
+    keywords: KeywordIndex
     chunks_by_vector_id: dict[int, Chunk] = field(init=False)
     chunk_of_sentence: dict[int, Chunk] = field(init=False)  # by sentence vector id
 
@@ -160,7 +164,26 @@ def load_index(index_dir: Path, model_id: str | None = None, hnsw_threshold: int
         entries=entries,
         chunk_store=FaissStore.load(directory / "chunks", dimension, hnsw_threshold),
         sentence_store=FaissStore.load(directory / "sentences", dimension, hnsw_threshold),
+        keywords=_load_keywords(directory, entries),
     )
+
+
+def _load_keywords(directory: Path, entries: dict[str, IndexedDocument]) -> KeywordIndex:
+    """The BM25 index; an index written before BM25 existed gets one built on the fly."""
+    if (directory / "keywords").exists():
+        return KeywordIndex.load(directory / "keywords")
+    chunks = [c for e in entries.values() for c in e.chunks]
+    tokenizer = KeywordTokenizer()
+    return KeywordIndex.build(
+        _chunk_ids(list(entries.values())),
+        [tokenizer.tokenize(_keyword_text(entries[c.doc_id], c)) for c in chunks],
+    )
+
+
+def _keyword_text(entry: IndexedDocument, chunk: Chunk) -> str:
+    """What BM25 sees of a chunk: its text, and its document's title when the chunk lacks it."""
+    title = entry.document.title
+    return chunk.text if not title or title in chunk.text else f"{title}\n{chunk.text}"
 
 
 def check_compatible(manifest: dict[str, Any], model_id: str | None, index_dir: Path) -> None:
@@ -226,12 +249,14 @@ class IndexBuilder:
         index_dir: Path,
         encoder: Encoder,
         chunker: ChunkerSettings,
+        tokenizer: KeywordTokenizer | None = None,
         hnsw_threshold: int = 50_000,
         max_file_bytes: int = 50 * 1024 * 1024,
     ) -> None:
         self.index_dir = index_dir
         self.encoder = encoder
         self.chunker = chunker
+        self.tokenizer = tokenizer or KeywordTokenizer()
         self.hnsw_threshold = hnsw_threshold
         self.max_file_bytes = max_file_bytes
 
@@ -269,7 +294,15 @@ class IndexBuilder:
                 report.seconds = time.perf_counter() - started
                 return report
             chunk_store, sentence_store = self._stores(previous, entries, fresh, report, progress)
-            self._write(version, entries, chunk_store, sentence_store, [str(p) for p in paths])
+            keyword_ids, keyword_tokens = self._keyword_tokens(previous, entries)
+            self._write(
+                version,
+                entries,
+                chunk_store,
+                sentence_store,
+                (KeywordIndex.build(keyword_ids, keyword_tokens), keyword_tokens),
+                [str(p) for p in paths],
+            )
             report.written = True
         report.seconds = time.perf_counter() - started
         log.info("index_built", **{k: v for k, v in report.to_dict().items() if k != "failed"})
@@ -303,7 +336,14 @@ class IndexBuilder:
     def _version(self, entries: dict[str, IndexedDocument]) -> str:
         digest = hashlib.sha256()
         digest.update(
-            json.dumps([FORMAT_VERSION, self.encoder.model_id, asdict(self.chunker)]).encode()
+            json.dumps(
+                [
+                    FORMAT_VERSION,
+                    self.encoder.model_id,
+                    asdict(self.chunker),
+                    asdict(self.tokenizer.settings),
+                ]
+            ).encode()
         )
         for doc_id in sorted(entries):
             digest.update(f"{doc_id}\x00{entries[doc_id].content_hash}\n".encode())
@@ -345,12 +385,39 @@ class IndexBuilder:
         report.sentences_embedded = len(sentence_texts)
         return chunk_store, sentence_store
 
+    def _keyword_tokens(
+        self, previous: Index | None, entries: dict[str, IndexedDocument]
+    ) -> tuple[Ids, list[list[str]]]:
+        """BM25 tokens of every chunk: the previous build's for unchanged documents (tokenised
+        with the same settings), freshly tokenised for the rest."""
+        reusable: dict[int, list[str]] = {}
+        keywords_dir = previous.directory / "keywords" if previous else None
+        same_rules = previous is not None and previous.manifest.get("keywords") == asdict(
+            self.tokenizer.settings
+        )
+        if keywords_dir is not None and same_rules and keywords_dir.exists():
+            reusable = load_tokens(keywords_dir)
+        ids = _chunk_ids(list(entries.values()))
+        tokens = []
+        for vector_id, chunk in zip(
+            ids.tolist(), [c for e in entries.values() for c in e.chunks], strict=True
+        ):
+            known = reusable.get(vector_id)
+            unchanged = previous is not None and previous.entries.get(chunk.doc_id) is entries.get(
+                chunk.doc_id
+            )
+            if known is None or not unchanged:
+                known = self.tokenizer.tokenize(_keyword_text(entries[chunk.doc_id], chunk))
+            tokens.append(known)
+        return ids, tokens
+
     def _write(
         self,
         version: str,
         entries: dict[str, IndexedDocument],
         chunk_store: FaissStore,
         sentence_store: FaissStore,
+        keywords: tuple[KeywordIndex, list[list[str]]],
         sources: list[str],
     ) -> None:
         building = Path(tempfile.mkdtemp(prefix=".build-", dir=self.index_dir))
@@ -359,12 +426,14 @@ class IndexBuilder:
                 out.write(json.dumps(_entry_to_json(entries[doc_id]), ensure_ascii=False) + "\n")
         chunk_store.save(building / "chunks")
         sentence_store.save(building / "sentences")
+        keywords[0].save(building / "keywords", keywords[1])
         manifest = {
             "format_version": FORMAT_VERSION,
             "index_version": version,
             "model": self.encoder.model_id,
             "dimension": chunk_store.dimension,
             "chunker": asdict(self.chunker),
+            "keywords": asdict(self.tokenizer.settings),
             "vector_store": {
                 "kind": chunk_store.kind,
                 "chunks": len(chunk_store),

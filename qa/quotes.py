@@ -2,11 +2,13 @@
 answers the question, as an exact span of the document.
 
 Every run of one to three adjacent sentences of one paragraph is a possible quote, scored by
-the similarity of the question to the sum of its sentence vectors: a neighbour joins the quote
-only when it makes the quote match better. A quote is always one contiguous span of the
-document, never two places stitched together. `chunk_weight` mixes in the chunk's own score
-(0 by default: on the seed question set it only narrowed the gap between answerable and
-unanswerable questions).
+the similarity of the question to the sum of its sentence vectors (a neighbour joins the quote
+only when it makes the quote match better), mixed with the share of the question's keywords,
+weighted by BM25's IDF, that the quote contains: the sentence that names "the October 8, 2014,
+Interim Report" beats one that is merely about the same subject. A quote is always one
+contiguous span of the document, never two places stitched together. `chunk_weight` mixes in
+the chunk's own cosine (0 by default: on the seed question set it only narrowed the gap between
+answerable and unanswerable questions).
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-from corpus.models import Chunk, Span
+from corpus.models import Span
 from corpus.normalize import CJK_CHAR
+from corpus.tokenize import KeywordTokenizer
 from qa.index import Index, sentence_vector_id
-from qa.retriever import Candidate
+from qa.retriever import Candidate, Query
 
 _WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
 class QuoteSettings:
-    chunk_weight: float = 0.0  # share of the chunk's score in a quote's score
+    chunk_weight: float = 0.0  # share of the chunk's cosine in a quote's score
+    keyword_weight: float = 0.3  # share of the question's IDF-weighted keywords the quote holds
     max_sentences: int = 3
     min_words: int = 4  # shorter "sentences" are headings or signatures, not answers
     duplicate_overlap: float = 0.8  # word-set overlap above which two quotes say the same
@@ -40,47 +43,62 @@ class ScoredQuote:
     start: int
     end: int
     section: str | None
-    chunk: Chunk
+    candidate: Candidate  # the retrieved chunk the quote sits in
     score: float
 
 
 class QuoteSelector:
-    def __init__(self, index: Index, settings: QuoteSettings | None = None) -> None:
+    def __init__(
+        self, index: Index, tokenizer: KeywordTokenizer, settings: QuoteSettings | None = None
+    ) -> None:
         self.index = index
+        self.tokenizer = tokenizer
         self.settings = settings or QuoteSettings()
 
-    def rank(
-        self, query_vector: npt.NDArray[np.float32], candidates: list[Candidate]
-    ) -> list[ScoredQuote]:
+    def rank(self, query: Query, candidates: list[Candidate]) -> list[ScoredQuote]:
         """Every distinct quote the candidates hold, best first."""
-        scored = [q for c in candidates for q in self._quotes_in(query_vector, c)]
+        idf = self.index.keywords.idf(query.tokens)
+        scored = [q for c in candidates for q in self._quotes_in(query, idf, c)]
         scored.sort(key=lambda q: q.score, reverse=True)
         return self._distinct(scored)
 
     def _quotes_in(
-        self, query_vector: npt.NDArray[np.float32], candidate: Candidate
+        self, query: Query, idf: dict[str, float], candidate: Candidate
     ) -> list[ScoredQuote]:
-        """Every window of the chunk, scored by the normalised sum of its sentence vectors."""
+        """Every window of the chunk, scored by the normalised sum of its sentence vectors and
+        the keywords it holds."""
         chunk = candidate.chunk
         entry = self.index.entries[chunk.doc_id]
-        spans = entry.sentences
-        indexes = list(chunk.sentences)
-        ids = np.array([sentence_vector_id(chunk.doc_id, i) for i in indexes], dtype=np.int64)
+        text = entry.document.text
+        spans = [entry.sentences[i] for i in chunk.sentences]
+        ids = np.array(
+            [sentence_vector_id(chunk.doc_id, i) for i in chunk.sentences], dtype=np.int64
+        )
         vectors = self.index.sentence_store.vectors(ids)
-        query = query_vector.reshape(-1)
-        weight = self.settings.chunk_weight
+        vector = query.vector.reshape(-1)
+        keyword_total = sum(idf.values())
+        words = [
+            set(self.tokenizer.tokenize(text[s.start : s.end])) if keyword_total else set()
+            for s in spans
+        ]
+        chunk_weight, keyword_weight = self.settings.chunk_weight, self.settings.keyword_weight
         quotes = []
-        for first, last in self._windows(entry.document.text, [spans[i] for i in indexes]):
+        for first, last in self._windows(text, spans):
             window = vectors[first : last + 1].sum(axis=0)
-            similarity = float(window @ query) / max(float(np.linalg.norm(window)), 1e-9)
+            similarity = float(window @ vector) / max(float(np.linalg.norm(window)), 1e-9)
+            coverage = _coverage(idf, keyword_total, words[first : last + 1])
+            if not query.semantic:  # the vectors can't judge this language: keywords alone
+                similarity = coverage
             quotes.append(
                 ScoredQuote(
                     doc_id=chunk.doc_id,
-                    start=spans[indexes[first]].start,
-                    end=spans[indexes[last]].end,
-                    section=spans[indexes[first]].section,
-                    chunk=chunk,
-                    score=weight * candidate.score + (1 - weight) * similarity,
+                    start=spans[first].start,
+                    end=spans[last].end,
+                    section=spans[first].section,
+                    candidate=candidate,
+                    score=chunk_weight * candidate.dense_score
+                    + (1 - chunk_weight - keyword_weight) * similarity
+                    + keyword_weight * coverage,
                 )
             )
         return quotes
@@ -134,6 +152,14 @@ class QuoteSelector:
             kept.append(quote)
             kept_words.append(words)
         return kept
+
+
+def _coverage(idf: dict[str, float], total: float, sentences: list[set[str]]) -> float:
+    """Share of the question's keyword weight (IDF) found in the sentences."""
+    if not total:
+        return 0.0
+    held = set().union(*sentences)
+    return sum(weight for token, weight in idf.items() if token in held) / total
 
 
 def _overlap(a: set[str], b: set[str]) -> float:

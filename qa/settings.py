@@ -11,8 +11,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corpus.chunking import ChunkerSettings
+from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
 from qa.quotes import QuoteSettings
+from qa.rerank import RerankerKind, RerankSettings
+from qa.retriever import Fusion, Mode
 
 # Chosen on the seed question set (eval/seed_questions.jsonl), see docs/benchmarks.md: the
 # midpoint between the lowest-scoring answerable question's top quote (0.525) and the
@@ -28,6 +31,9 @@ class Settings(BaseSettings):
     model: str = DEFAULT_MODEL
     batch_size: int = Field(32, ge=1, le=1024)
     encoder_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # Languages the model understands, comma-separated (e.g. "en"); empty: known models' own,
+    # else any. Questions in other languages are answered from keywords (BM25) alone.
+    model_languages: str = ""
     query_prompt: str | None = None
     passage_prompt: str | None = None
     chunk_size: int = Field(800, ge=50, le=20_000)
@@ -35,6 +41,14 @@ class Settings(BaseSettings):
     threshold: float = Field(DEFAULT_THRESHOLD, ge=-1.0, le=1.0)
     top_k: int = Field(3, ge=1, le=50)
     candidates: int = Field(20, ge=1, le=1000)  # chunks (and sentences) retrieved before quoting
+    mode: Mode = "hybrid"  # retrieval: dense, bm25 (keywords) or hybrid (both, fused)
+    fusion: Fusion = "rrf"  # hybrid: reciprocal rank fusion, or weighted normalised scores
+    fusion_weight: float = Field(0.5, ge=0.0, le=1.0)  # dense share with fusion=weighted
+    rrf_k: int = Field(60, ge=1)
+    japanese_analyzer: JapaneseAnalyzer = "sudachi"  # BM25 tokens of Japanese text
+    reranker: RerankerKind = "none"
+    reranker_model: str | None = None  # bi-encoder or cross-encoder name or local path
+    rerank_depth: int = Field(30, ge=1, le=1000)
     quote_chunk_weight: float = Field(0.0, ge=0.0, le=1.0)
     hnsw_threshold: int = Field(50_000, ge=1)
     max_file_mb: float = Field(50, gt=0)
@@ -73,6 +87,19 @@ class Settings(BaseSettings):
     @property
     def chunker(self) -> ChunkerSettings:
         return ChunkerSettings(max_chars=self.chunk_size, overlap_chars=self.chunk_overlap)
+
+    @property
+    def model_language_set(self) -> frozenset[str] | None:
+        languages = frozenset(x.strip() for x in self.model_languages.split(",") if x.strip())
+        return languages or None
+
+    @property
+    def tokenizer(self) -> TokenizerSettings:
+        return TokenizerSettings(japanese=self.japanese_analyzer)
+
+    @property
+    def rerank(self) -> RerankSettings:
+        return RerankSettings(self.reranker, self.reranker_model, self.rerank_depth)
 
     @property
     def quotes(self) -> QuoteSettings:

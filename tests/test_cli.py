@@ -53,6 +53,16 @@ def test_ask_json_prints_only_the_answer_shape(home: Path) -> None:
     assert document.text[quote["char_start"] : quote["char_end"]] == quote["text"]
 
 
+def test_ask_mode_and_explain(home: Path) -> None:
+    shown = run(home, "ask", "--mode", "bm25", "--explain", TROOPS)
+    assert shown.returncode == 0, shown.stderr
+    assert "mode bm25" in shown.stdout and "bm25 #1" in shown.stdout and "deploy" in shown.stdout
+    as_json = json.loads(run(home, "ask", "--json", "--mode", "hybrid", "--explain", TROOPS).stdout)
+    assert as_json["quotes"][0]["explain"]["mode"] == "hybrid"
+    wrong = run(home, "ask", "--mode", "semantic", TROOPS)
+    assert wrong.returncode == 2 and "semantic" in wrong.stderr
+
+
 def test_ask_filters_by_document_metadata(home: Path) -> None:
     question = "What is the cornerstone of regional peace and security?"
     dated = json.loads(

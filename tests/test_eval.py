@@ -11,10 +11,12 @@ import pytest
 
 from corpus.loader import default_corpus_dir, discover, read_document
 from embeddings.encoder import Encoder
+from qa.answer import Answer, Quote
+from qa.evaluation.calibrate import calibrate
 from qa.evaluation.evaluate import evaluate, failed_floors, parse_run
-from qa.evaluation.questions import QuestionSetError, load_questions
+from qa.evaluation.questions import Question, QuestionSetError, load_questions
 from qa.evaluation.report import baseline_changes, results_json, write_reports
-from qa.evaluation.runner import RunConfig
+from qa.evaluation.runner import QueryResult, RunConfig
 from qa.settings import Settings
 
 from .conftest import QUESTION_SET
@@ -90,7 +92,10 @@ def _seed_set(tmp_path: Path) -> Path:
 
 def test_question_set_metrics_reports_and_comparison(tmp_path: Path, encoder: Encoder) -> None:
     settings = Settings(home=tmp_path / "home")
-    runs = [RunConfig("dense"), parse_run("small-chunks:chunk_size=300,chunk_overlap=0")]
+    runs = [
+        RunConfig("dense", mode="dense"),
+        parse_run("small-chunks:chunk_size=300,chunk_overlap=0"),
+    ]
     evaluation = evaluate(_seed_set(tmp_path), runs, settings, encoder=encoder)
     dense = evaluation.runs[0].metrics
     assert dense["questions"] == 3
@@ -104,7 +109,7 @@ def test_question_set_metrics_reports_and_comparison(tmp_path: Path, encoder: En
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert [r["name"] for r in results["runs"]] == ["dense", "small-chunks"]
     assert results["runs"][1]["config"] == {
-        "mode": "dense",
+        "mode": Settings().mode,  # the configured mode when a run names none
         "chunk_size": "300",
         "chunk_overlap": "0",
     }
@@ -181,3 +186,73 @@ def test_cli_gate_and_errors(tmp_path: Path) -> None:
     assert "Traceback" not in malformed.stderr
     usage = _verbatim(tmp_path, "eval", str(small), "--run", "x:nonsense=1")
     assert usage.returncode == 2 and "unknown setting" in usage.stderr
+
+
+def test_modes_are_runs_over_one_index_and_calibration_is_reported(tmp_path: Path) -> None:
+    small = _seed_set(tmp_path)
+    result = _verbatim(
+        tmp_path,
+        "eval",
+        str(small),
+        "--mode",
+        "dense",
+        "--mode",
+        "bm25",
+        "--mode",
+        "hybrid",
+        "--calibrate",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)["runs"]
+    assert [r["config"]["mode"] for r in runs] == ["dense", "bm25", "hybrid"]
+    for run in runs:
+        metrics = run["metrics"]
+        threshold = metrics["calibrated_threshold"]
+        assert metrics["calibrated_false_abstention_rate"] <= 0.05
+        assert f"{run['name']}: VERBATIM_THRESHOLD={threshold}" in result.stderr
+    assert len(list((tmp_path / "eval" / "runs").iterdir())) == 1  # one index for all modes
+
+
+def _result(question: Question, score: float) -> QueryResult:
+    quote = Quote(
+        rank=1,
+        text="t",
+        doc_id="d",
+        title="T",
+        date=None,
+        source=None,
+        url=None,
+        char_start=0,
+        char_end=1,
+        section=None,
+        passage="t",
+        passage_start=0,
+        score=score,
+    )
+    answer = Answer(
+        question=question.question,
+        status="answered",
+        quotes=[quote],
+        index_version="v",
+        took_ms=1.0,
+    )
+    return QueryResult(question, [], [], answer, 1.0, None, None)
+
+
+def test_calibration_keeps_false_abstentions_within_the_bound() -> None:
+    answerable = [Question(id=f"a{i}", question="q", answers=["x"]) for i in range(20)]
+    unanswerable = [Question(id=f"u{i}", question="q", unanswerable=True) for i in range(4)]
+    scores = [0.30 + 0.02 * i for i in range(20)]  # 0.30 .. 0.68
+    results = [_result(q, s) for q, s in zip(answerable, scores, strict=True)]
+    results += [_result(q, s) for q, s in zip(unanswerable, [0.1, 0.2, 0.31, 0.9], strict=True)]
+    calibration = calibrate(results, 0.05)
+    assert calibration is not None
+    # One answerable question (5% of 20) may be lost: 0.31 is caught, 0.9 cannot be.
+    assert 0.31 < calibration.threshold <= 0.32
+    assert calibration.false_abstention_rate == 0.05
+    assert calibration.abstention_recall == 0.75 and calibration.abstention_precision == 0.75
+    strict = calibrate(results, 0.0)
+    assert strict is not None and strict.false_abstention_rate == 0.0
+    assert strict.abstention_recall == 0.5 and 0.2 < strict.threshold < 0.30
+    assert calibrate(results[:20], 0.05) is None  # no unanswerable questions: nothing to choose

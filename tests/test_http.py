@@ -108,6 +108,19 @@ def test_search_and_documents(server: LiveServer) -> None:
     _error(httpx.get(f"{server.url}/v1/documents/nope"), 404, "not_found")
 
 
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_mode_and_explain_fields(server: LiveServer, mode: str) -> None:
+    body = {"question": TROOPS, "mode": mode, "explain": True}
+    answer = httpx.post(f"{server.url}/v1/ask", json=body).json()
+    explain = answer["quotes"][0]["explain"]
+    assert explain["mode"] == mode and "deploy" in explain["matched_terms"]
+    assert (explain["bm25_rank"] is not None) == (mode != "dense")
+    found = httpx.post(f"{server.url}/v1/search", json=body).json()
+    assert found["passages"][0]["explain"]["mode"] == mode
+    plain = httpx.post(f"{server.url}/v1/ask", json={"question": TROOPS}).json()
+    assert plain["quotes"][0]["explain"] is None
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -118,6 +131,8 @@ def test_search_and_documents(server: LiveServer) -> None:
         ({"question": "ok?", "top_k": 21}, 422, "invalid_request"),
         ({"question": 123}, 422, "invalid_request"),
         ({"question": "ok?", "filters": {"color": "red"}}, 422, "invalid_request"),
+        ({"question": "ok?", "mode": "semantic"}, 422, "invalid_request"),
+        ({"question": "ok?", "explain": "maybe"}, 422, "invalid_request"),
         ({}, 422, "invalid_request"),
         ([1, 2], 422, "invalid_request"),
     ],

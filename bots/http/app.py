@@ -110,7 +110,9 @@ def create_app(
     async def ask(body: AskRequest, request: Request) -> Answer:
         if settings.log_questions:
             request.state.question = body.question
-        answer = await in_worker(engine.ask, body.question, body.top_k, body.filters)
+        answer = await in_worker(
+            engine.ask, body.question, body.top_k, body.filters, body.mode, body.explain
+        )
         metrics.answers.labels(answer.status).inc()
         metrics.observe_index(engine.index)
         return answer
@@ -119,7 +121,9 @@ def create_app(
     async def search(body: AskRequest, request: Request) -> SearchResult:
         if settings.log_questions:
             request.state.question = body.question
-        return await in_worker(engine.search, body.question, body.top_k, body.filters)
+        return await in_worker(
+            engine.search, body.question, body.top_k, body.filters, body.mode, body.explain
+        )
 
     @v1.get("/documents", response_model=list[DocumentSummary], summary="Indexed documents")
     async def documents() -> list[DocumentSummary]:

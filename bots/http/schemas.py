@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qa.filters import Filters
+from qa.retriever import Mode
 
 QUESTION_LIMIT = 2000
 TOP_K_LIMIT = 20
@@ -18,6 +19,8 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=QUESTION_LIMIT)
     top_k: int | None = Field(None, ge=1, le=TOP_K_LIMIT, description="quotes wanted (default 3)")
     filters: Filters | None = None
+    mode: Mode | None = Field(None, description="dense, bm25 or hybrid (default: the server's)")
+    explain: bool = Field(False, description="add each result's retrieval scores and terms")
 
     @field_validator("question")
     @classmethod

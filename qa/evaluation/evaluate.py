@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,26 @@ from embeddings.encoder import Encoder
 from qa.engine import Verbatim
 from qa.evaluation import metrics as measures
 from qa.evaluation.beir import Qrels, is_beir, load_beir, write_corpus
+from qa.evaluation.calibrate import calibrate
 from qa.evaluation.questions import load_questions
 from qa.evaluation.runner import QueryResult, RunConfig, run_questions
+from qa.retriever import MODES
 from qa.settings import Settings
 
-MODES = ("dense",)  # the retrieval modes that exist; hybrid and BM25 arrive with their issue
+# Settings that change an index's vectors; runs differing only in others share one index
+# (a different Japanese analyser re-tokenises for BM25 but re-encodes nothing).
+INDEX_SETTINGS = frozenset(
+    {
+        "model",
+        "encoder_backend",
+        "query_prompt",
+        "passage_prompt",
+        "chunk_size",
+        "chunk_overlap",
+        "hnsw_threshold",
+        "max_file_mb",
+    }
+)
 COMPARED_METRICS = ["ndcg@10", "mrr@10", "recall@10"]
 
 
@@ -52,8 +67,14 @@ def evaluate(
     limit: int = 0,
     progress: Progress | None = None,
     encoder: Encoder | None = None,
+    calibrate_for: float | None = None,
+    lang: str | None = None,
 ) -> Evaluation:
-    """Run every configuration over the set and measure it. BEIR folders get their own index."""
+    """Run every configuration over the set and measure it. BEIR folders get their own index.
+
+    With `calibrate_for` (a false-abstention rate), each run also gets the answer threshold
+    that keeps false abstentions within it (`calibrated_*` metrics).
+    """
     graded: Qrels | None = None
     if is_beir(source):
         questions, graded = load_beir(source)
@@ -65,6 +86,8 @@ def evaluate(
         questions = load_questions(source)
         corpus_paths = list(corpus) if corpus else [default_corpus_dir()]
         with_quotes = True
+    if lang:
+        questions = [q for q in questions if q.lang == lang]
     if limit:
         questions = questions[:limit]
     encoders: dict[str, Encoder] = {}
@@ -72,11 +95,18 @@ def evaluate(
         encoders[encoder.model_id] = encoder
     evaluation = Evaluation(source=str(source), runs=[])
     for config in runs:
-        if config.mode not in MODES:
+        if config.mode is not None and config.mode not in MODES:
             raise ValueError(f"unknown mode {config.mode!r}; available: {', '.join(MODES)}")
         home = _run_home(settings.home, source, corpus_paths, config)
+        mode = {"mode": config.mode} if config.mode else {}
         run_settings = Settings(
-            **{**settings.model_dump(), **config.overrides, "home": home, "index_dir": None}
+            **{
+                **settings.model_dump(),
+                **config.overrides,
+                **mode,
+                "home": home,
+                "index_dir": None,
+            }
         )
         run_encoder = encoders.get(Encoder(run_settings.encoder).model_id) or Encoder(
             run_settings.encoder
@@ -89,16 +119,22 @@ def evaluate(
         results = run_questions(
             engine, questions, with_quotes, progress.advance if progress else None
         )
-        evaluation.runs.append(RunResult(config, results, measures.compute(results, graded)))
+        metrics = measures.compute(results, graded)
+        calibration = calibrate(results, calibrate_for) if calibrate_for is not None else None
+        if calibration is not None:
+            metrics.update({f"calibrated_{k}": v for k, v in calibration.to_dict().items()})
+        resolved = replace(config, mode=run_settings.mode)
+        evaluation.runs.append(RunResult(resolved, results, metrics))
     if len(evaluation.runs) > 1:
         evaluation.comparison, evaluation.comparison_table = _compare(evaluation.runs, graded)
     return evaluation
 
 
 def _run_home(home: Path, source: Path, corpus: list[Path], config: RunConfig) -> Path:
-    """One index per (corpus, settings) so runs never rebuild each other's index."""
+    """One index per (corpus, index settings) so runs never rebuild each other's index."""
+    index_overrides = {k: v for k, v in config.overrides.items() if k in INDEX_SETTINGS}
     key = json.dumps(
-        [str(p.resolve()) for p in corpus] + [sorted(config.overrides.items())], default=str
+        [str(p.resolve()) for p in corpus] + [sorted(index_overrides.items())], default=str
     )
     return home / "eval" / "runs" / f"{source.stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
@@ -125,7 +161,7 @@ def parse_run(text: str) -> RunConfig:
     """`name` or `name:key=value,key=value` (keys are settings, e.g. `chunk_size=4000`)."""
     name, _, options = text.partition(":")
     overrides: dict[str, Any] = {}
-    mode = "dense"
+    mode = None
     for option in filter(None, (o.strip() for o in options.split(","))):
         key, equals, value = option.partition("=")
         if not equals:

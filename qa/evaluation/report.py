@@ -27,6 +27,10 @@ SUMMARY_METRICS = [
     "abstention_precision",
     "abstention_recall",
     "false_abstention_rate",
+    "calibrated_threshold",
+    "calibrated_abstention_precision",
+    "calibrated_abstention_recall",
+    "calibrated_false_abstention_rate",
     "latency_p50_ms",
     "latency_p95_ms",
 ]

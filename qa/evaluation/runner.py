@@ -25,7 +25,7 @@ DOC_DEPTH = 100
 class RunConfig:
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    mode: str = "dense"
+    mode: str | None = None  # None: the configured mode (VERBATIM_MODE)
 
 
 @dataclass

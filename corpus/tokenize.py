@@ -1,0 +1,130 @@
+"""Keyword tokens for BM25, by language.
+
+English (and other Latin-script text): lower-cased words, stop words dropped, Snowball stems.
+Japanese: a morphological analyser's dictionary forms with particles, auxiliaries and symbols
+dropped (`sudachi` by default, `fugashi` with UniDic-lite as the alternative), or character
+bigrams when neither is installed. Mixed text is split into runs of Japanese and other
+characters, each tokenised by its own rule.
+
+Numbers and identifiers stay exact tokens: "100,000", "1978", "2+2", "F-35" are never
+stemmed or split, so a question naming them matches only them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN
+
+from corpus.normalize import CJK_CHARS
+
+JapaneseAnalyzer = Literal["sudachi", "fugashi", "bigram"]
+
+_JAPANESE_RUN = re.compile(f"[{CJK_CHARS}ー々〆ヶ]+")
+# An identifier or number joined by inner punctuation ("100,000", "2+2", "F-35", "3.5"), or a word.
+_WORD = re.compile(r"\w+(?:[.,+/&'’-]\w+)*")
+_HAS_DIGIT = re.compile(r"\d")
+_SKIPPED_POS = frozenset({"助詞", "助動詞", "補助記号", "記号", "空白"})
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    japanese: JapaneseAnalyzer = "sudachi"
+    stem: bool = True
+    stop_words: bool = True
+
+
+class KeywordTokenizer:
+    """Text in, BM25 tokens out; the same rules for documents and questions."""
+
+    def __init__(self, settings: TokenizerSettings | None = None) -> None:
+        self.settings = settings or TokenizerSettings()
+        self._stemmer = Stemmer.Stemmer("english") if self.settings.stem else None
+        self._stop = frozenset(STOPWORDS_EN) if self.settings.stop_words else frozenset()
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens: list[str] = []
+        position = 0
+        for run in _JAPANESE_RUN.finditer(text):
+            tokens.extend(self._latin(text[position : run.start()]))
+            tokens.extend(self._japanese(run.group()))
+            position = run.end()
+        tokens.extend(self._latin(text[position:]))
+        return tokens
+
+    def tokenize_many(self, texts: list[str]) -> list[list[str]]:
+        return [self.tokenize(text) for text in texts]
+
+    def _latin(self, text: str) -> list[str]:
+        words = [w.lower() for w in _WORD.findall(text)]
+        words = [w for w in words if w not in self._stop]
+        if self._stemmer is None:
+            return words
+        # Identifiers and numbers are matched exactly; only plain words are stemmed.
+        return [
+            w if _HAS_DIGIT.search(w) or not w.isalpha() else self._stemmer.stemWord(w)
+            for w in words
+        ]
+
+    def _japanese(self, text: str) -> list[str]:
+        return self._japanese_analyzer(text)
+
+    @cached_property
+    def _japanese_analyzer(self) -> Callable[[str], list[str]]:
+        wanted = self.settings.japanese
+        if wanted == "sudachi":
+            try:
+                return _sudachi()
+            except ImportError:
+                wanted = "fugashi"
+        if wanted == "fugashi":
+            try:
+                return _fugashi()
+            except (ImportError, RuntimeError):
+                pass
+        return _bigrams
+
+
+def _sudachi() -> Callable[[str], list[str]]:
+    from sudachipy import Dictionary, SplitMode
+
+    tokenizer = Dictionary(dict="core").tokenizer(mode=SplitMode.B)
+    lock = threading.Lock()  # a Sudachi tokenizer must not be used by two threads at once
+
+    def analyse(text: str) -> list[str]:
+        with lock:
+            morphemes = tokenizer.tokenize(text)
+            return [
+                m.normalized_form() for m in morphemes if m.part_of_speech()[0] not in _SKIPPED_POS
+            ]
+
+    return analyse
+
+
+def _fugashi() -> Callable[[str], list[str]]:
+    import fugashi
+
+    tagger = fugashi.Tagger()
+    lock = threading.Lock()  # MeCab's tagger keeps state between calls
+
+    def analyse(text: str) -> list[str]:
+        with lock:
+            return [
+                word.feature.lemma or word.surface
+                for word in tagger(text)
+                if word.feature.pos1 not in _SKIPPED_POS
+            ]
+
+    return analyse
+
+
+def _bigrams(text: str) -> list[str]:
+    if len(text) == 1:
+        return [text]
+    return [text[i : i + 2] for i in range(len(text) - 1)]
