@@ -1,10 +1,11 @@
-"""Encoder backends side by side: cold start of `verbatim ask` and per-query encode latency.
+"""Encoder backends side by side: cold starts and per-query encode latency.
 
     python -m bench.backends [--runs 3]
 
-Cold start is the wall time of a whole `verbatim ask` process on an existing seed index
-(imports, model load, one answer): what a CLI user or a freshly started server waits for. The
-ONNX graphs are exported before timing (a one-off per model and machine).
+Two cold starts on an existing seed index, the ONNX graphs exported beforehand (a one-off per
+model and machine): a whole `verbatim ask` process (imports, model load, one answer), and a
+`verbatim serve` process from its start to the first answered `POST /v1/ask` (what a Slack
+bot restarted by its supervisor makes the first user wait).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -55,17 +58,24 @@ def main() -> None:
                 encoder.encode_queries([question])
                 timings.append((time.perf_counter() - started) * 1000)
             cold = [_cold_start(home, backend) for _ in range(args.runs)]
+            serve = [_serve_cold_start(home, backend) for _ in range(args.runs)]
             results[backend] = {
                 "encode_p50_ms": round(float(np.percentile(timings, 50)), 2),
                 "encode_p95_ms": round(float(np.percentile(timings, 95)), 2),
                 "cold_start_s": round(statistics.median(cold), 3),
+                "serve_first_answer_s": round(statistics.median(serve), 3),
             }
     table = Table(title="Encoder backends (all-MiniLM-L6-v2)")
-    for column in ("backend", "encode p50 ms", "encode p95 ms", "cold start s"):
+    columns = ("backend", "encode p50 ms", "encode p95 ms", "ask cold s", "serve → answer s")
+    for column in columns:
         table.add_column(column, justify="right")
     for backend, row in results.items():
         table.add_row(
-            backend, str(row["encode_p50_ms"]), str(row["encode_p95_ms"]), str(row["cold_start_s"])
+            backend,
+            str(row["encode_p50_ms"]),
+            str(row["encode_p95_ms"]),
+            str(row["cold_start_s"]),
+            str(row["serve_first_answer_s"]),
         )
     Console(width=120).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +93,37 @@ def _cold_start(home: str, backend: str) -> float:
         capture_output=True,
     )
     return time.perf_counter() - started
+
+
+def _serve_cold_start(home: str, backend: str) -> float:
+    """Seconds from starting `verbatim serve` to its first answered question."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "VERBATIM_HOME": home, "VERBATIM_ENCODER_BACKEND": backend}
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bots.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while time.perf_counter() - started < 60:
+            try:
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/ask", json={"question": QUESTION}, timeout=5
+                )
+                if response.status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass  # not listening yet
+            time.sleep(0.02)  # polling a starting server, not synchronising a test
+        raise RuntimeError("the server gave no answer within 60 s")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

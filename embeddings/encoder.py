@@ -44,8 +44,11 @@ class EncoderConfig:
     query_prompt: str | None = None  # None: the model's own, or "query: " for e5 models
     passage_prompt: str | None = None
     max_seq_length: int | None = None
-    backend: str = "torch"  # "torch", "onnx" (same vectors, faster) or "onnx-int8"
+    # "auto" (ONNX for a local model folder, else torch), "torch", "onnx" (the same vectors,
+    # faster) or "onnx-int8" (faster still; SciFact nDCG@10 0.665 against 0.685, not the default)
+    backend: str = "auto"
     cache_dir: Path | None = None  # where exported ONNX graphs are kept
+    threads: int = 0  # intra-op threads of the model; 0: one per core
 
 
 class Encoder:
@@ -139,7 +142,7 @@ class Encoder:
         return self._model
 
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def _load_model(config: EncoderConfig) -> Any:
@@ -152,7 +155,9 @@ def _load_model(config: EncoderConfig) -> Any:
         raise ModelLoadError(
             f"unknown encoder backend {config.backend!r}; use one of {', '.join(BACKENDS)}"
         )
-    if config.backend.startswith("onnx"):
+    if config.backend.startswith("onnx") or (
+        config.backend == "auto" and Path(location).is_dir()
+    ):
         return _load_onnx(config, location)
     try:
         import transformers
@@ -160,6 +165,10 @@ def _load_model(config: EncoderConfig) -> Any:
 
         transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call] # keeps stderr for our own progress and logs
 
+        if config.threads:
+            import torch
+
+            torch.set_num_threads(config.threads)  # process-wide: torch has one intra-op pool
         model = SentenceTransformer(location, device="cpu")
     except Exception as exc:
         raise ModelLoadError(
@@ -191,7 +200,9 @@ def _load_onnx(config: EncoderConfig, location: str) -> Any:
         )
     cache = config.cache_dir or Path(tempfile.gettempdir()) / "verbatim-onnx"
     try:
-        return OnnxSentenceModel(Path(location), cache, quantized=config.backend == "onnx-int8")
+        return OnnxSentenceModel(
+            Path(location), cache, quantized=config.backend == "onnx-int8", threads=config.threads
+        )
     except (OnnxExportError, OSError, ImportError) as exc:
         raise ModelLoadError(
             f"cannot prepare the ONNX encoder for {config.model!r}: {exc}"

@@ -31,6 +31,11 @@ def _faiss() -> Any:
     return faiss
 
 
+def set_search_threads(threads: int) -> None:
+    """OpenMP threads FAISS uses per search (process-wide)."""
+    _faiss().omp_set_num_threads(threads)
+
+
 def chunk_vector_id(chunk_id: str) -> int:
     """A stable 63-bit integer id for a chunk id string (FAISS ids are int64)."""
     return int(hashlib.sha1(chunk_id.encode()).hexdigest()[:15], 16)

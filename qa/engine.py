@@ -12,6 +12,7 @@ from corpus.metadata import detect_language
 from corpus.models import Document
 from corpus.tokenize import KeywordTokenizer
 from embeddings.encoder import Encoder
+from embeddings.store import set_search_threads
 from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
 from qa.filters import Filters
 from qa.index import (
@@ -42,6 +43,8 @@ class Verbatim:
     def __init__(self, settings: Settings | None = None, encoder: Encoder | None = None) -> None:
         self.settings = settings or Settings()
         self.encoder = encoder or Encoder(self.settings.encoder)
+        if self.settings.threads:
+            set_search_threads(self.settings.threads)
         self.tokenizer = KeywordTokenizer(self.settings.tokenizer)
         self._reranker: Reranker | None = None
         self._reranker_ready = False
@@ -108,7 +111,8 @@ class Verbatim:
             index, query, max(self.settings.candidates, top_k), filters, mode
         )
         ranked = QuoteSelector(index, self.tokenizer, self.settings.quotes).rank(query, candidates)
-        answering = [q for q in ranked if q.score >= self.settings.threshold]
+        threshold = self.settings.answer_threshold(self.encoder.model_id)
+        answering = [q for q in ranked if q.score >= threshold]
         if answering:
             chosen, status, closest = diverse(answering, top_k), "answered", False
         else:

@@ -3,6 +3,7 @@ these defaults."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,14 +14,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from corpus.chunking import ChunkerSettings
 from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
+from embeddings.use import MODEL_ID as USE_MODEL_ID
 from qa.quotes import QuoteSettings
 from qa.rerank import RerankerKind, RerankSettings
 from qa.retriever import Fusion, Mode
 
-# Chosen on the seed question set (eval/seed_questions.jsonl), see docs/benchmarks.md: the
-# midpoint between the lowest-scoring answerable question's top quote (0.525) and the
-# highest-scoring off-topic one (0.367).
-DEFAULT_THRESHOLD = 0.45
+# Answer thresholds chosen by `verbatim eval eval/seed_questions.jsonl --calibrate` (false
+# abstentions <= 5%) for the packaged models, see docs/benchmarks.md. Quote scores differ in
+# scale between models, so a threshold belongs to its model.
+CALIBRATED_THRESHOLDS = {
+    DEFAULT_MODEL: 0.39,  # English questions (the model reads English only)
+    USE_MODEL_ID: 0.115,  # English and Japanese questions
+}
+UNCALIBRATED_THRESHOLD = 0.45  # other models: calibrate on your questions
 
 
 class Settings(BaseSettings):
@@ -30,7 +36,7 @@ class Settings(BaseSettings):
     index_dir: Path | None = None  # default: $VERBATIM_HOME/index
     model: str = DEFAULT_MODEL
     batch_size: int = Field(32, ge=1, le=1024)
-    encoder_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    encoder_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     # Languages the model understands, comma-separated (e.g. "en"); empty: known models' own,
     # else any. Questions in other languages are answered from keywords (BM25) alone.
     model_languages: str = ""
@@ -38,18 +44,19 @@ class Settings(BaseSettings):
     passage_prompt: str | None = None
     chunk_size: int = Field(800, ge=50, le=20_000)
     chunk_overlap: int = Field(150, ge=0)
-    threshold: float = Field(DEFAULT_THRESHOLD, ge=-1.0, le=1.0)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)  # None: the model's calibrated one
     top_k: int = Field(3, ge=1, le=50)
     candidates: int = Field(20, ge=1, le=1000)  # chunks (and sentences) retrieved before quoting
     mode: Mode = "hybrid"  # retrieval: dense, bm25 (keywords) or hybrid (both, fused)
     fusion: Fusion = "rrf"  # hybrid: reciprocal rank fusion, or weighted normalised scores
     fusion_weight: float = Field(0.5, ge=0.0, le=1.0)  # dense share with fusion=weighted
     rrf_k: int = Field(60, ge=1)
-    japanese_analyzer: JapaneseAnalyzer = "sudachi"  # BM25 tokens of Japanese text
-    reranker: RerankerKind = "none"
+    japanese_analyzer: JapaneseAnalyzer = "fugashi"  # BM25 tokens of Japanese text
+    reranker: RerankerKind = "sentences"
     reranker_model: str | None = None  # bi-encoder or cross-encoder name or local path
     rerank_depth: int = Field(30, ge=1, le=1000)
     quote_chunk_weight: float = Field(0.0, ge=0.0, le=1.0)
+    quote_keyword_weight: float = Field(0.3, ge=0.0, le=1.0)  # share of keyword coverage
     hnsw_threshold: int = Field(50_000, ge=1)
     max_file_mb: float = Field(50, gt=0)
     log_level: str = "WARNING"
@@ -62,6 +69,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     log_questions: bool = False  # question text in access logs
     query_workers: int = Field(2, ge=1, le=64)  # questions encoded at once; more only queue
+    # Intra-op threads of the encoder and of FAISS. 0: one per core for the CLI; for the server,
+    # the cores shared among query workers, so concurrent questions never oversubscribe them.
+    threads: int = Field(0, ge=0, le=256)
     # Slack door
     slack_follow_ups: bool = True  # answer follow-ups in threads the bot answered, unmentioned
     slack_show_closest: bool = False  # with no answer, offer the closest passage
@@ -88,6 +98,11 @@ class Settings(BaseSettings):
     def chunker(self) -> ChunkerSettings:
         return ChunkerSettings(max_chars=self.chunk_size, overlap_chars=self.chunk_overlap)
 
+    def answer_threshold(self, model_id: str) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        return CALIBRATED_THRESHOLDS.get(model_id, UNCALIBRATED_THRESHOLD)
+
     @property
     def model_language_set(self) -> frozenset[str] | None:
         languages = frozenset(x.strip() for x in self.model_languages.split(",") if x.strip())
@@ -103,7 +118,9 @@ class Settings(BaseSettings):
 
     @property
     def quotes(self) -> QuoteSettings:
-        return QuoteSettings(chunk_weight=self.quote_chunk_weight)
+        return QuoteSettings(
+            chunk_weight=self.quote_chunk_weight, keyword_weight=self.quote_keyword_weight
+        )
 
     @property
     def encoder(self) -> EncoderConfig:
@@ -114,4 +131,12 @@ class Settings(BaseSettings):
             passage_prompt=self.passage_prompt,
             backend=self.encoder_backend,
             cache_dir=self.home / "models",
+            threads=self.threads,
         )
+
+    def for_server(self) -> Settings:
+        """These settings with `threads` resolved for `query_workers` concurrent questions."""
+        if self.threads:
+            return self
+        cores = os.cpu_count() or 1
+        return self.model_copy(update={"threads": max(1, cores // self.query_workers)})

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from corpus.loader import default_corpus_dir
-from embeddings.encoder import Encoder
+from embeddings.encoder import Encoder, EncoderConfig
 from qa.engine import Verbatim
 from qa.logs import configure_logging
 from qa.settings import Settings
@@ -28,8 +28,8 @@ DESIGN_QUOTE_FIELDS = frozenset(
 
 @pytest.fixture(scope="session")
 def encoder() -> Encoder:
-    """The real packaged model, loaded once for the whole run."""
-    model = Encoder()
+    """The real packaged model on torch (the reference the ONNX path is held to), loaded once."""
+    model = Encoder(EncoderConfig(backend="torch"))
     model.load()
     return model
 

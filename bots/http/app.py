@@ -66,7 +66,7 @@ def create_app(
     """The app; Slack's `/slack/events` is mounted when `slack` (default: from the
     environment) has a bot token and a signing secret."""
     settings = settings or Settings()
-    engine = engine or Verbatim(settings)
+    engine = engine or Verbatim(settings.for_server())
     slack = slack if slack is not None else SlackSettings()
     metrics = Metrics()
     ready = threading.Event()
@@ -78,6 +78,7 @@ def create_app(
             engine.encoder.load()
             engine.ensure_index()
             metrics.observe_index(engine.index)
+            engine.ask("warm-up")  # every lazy part (FAISS, BM25, reranker) ready before /readyz
         except Exception as exc:
             log.error("startup_failed", error=str(exc))
             return
