@@ -54,7 +54,10 @@ SHARED_EVAL ?= ../shared/eval
 bench-eval: install
 	@for set in scifact jaquad-mteb-validation; do \
 	  if [ -d $(SHARED_EVAL)/$$set ]; then \
-	    $(BIN)/verbatim eval $(SHARED_EVAL)/$$set --run dense --run dense-whole-doc:chunk_size=4000 \
+	    $(BIN)/verbatim eval $(SHARED_EVAL)/$$set --run dense:mode=dense,reranker=none \
+	      --run bm25:mode=bm25,reranker=none --run hybrid:mode=hybrid,reranker=none \
+	      --run hybrid+rerank:mode=hybrid,reranker=sentences \
+	      --run dense-whole-doc:mode=dense,reranker=none,chunk_size=4000 \
 	      --out bench/results/eval-$$set; \
 	  else echo "skipping $$set: $(SHARED_EVAL)/$$set is absent"; fi; \
 	done

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from embeddings.encoder import ModelLoadError
+from embeddings.store import VectorStoreUnavailable
 from qa.answer import Answer, Explanation
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.filters import Filters
@@ -268,7 +269,14 @@ def evaluate_command(
                 calibrate_for=max_false_abstention if calibrate else None,
                 lang=lang,
             )
-    except (QuestionSetError, VerbatimIndexError, ModelLoadError, OSError, ValueError) as exc:
+    except (
+        QuestionSetError,
+        VerbatimIndexError,
+        ModelLoadError,
+        VectorStoreUnavailable,
+        OSError,
+        ValueError,
+    ) as exc:
         _fail(str(exc))
     if as_json:
         print(json.dumps(results_json(evaluation), indent=2, ensure_ascii=False))
@@ -401,7 +409,7 @@ def _run(action: Any) -> Any:
                 advance=lambda n: bar.advance(task, n),
             )
             return action(progress)
-    except (VerbatimIndexError, ModelLoadError, OSError) as exc:
+    except (VerbatimIndexError, ModelLoadError, VectorStoreUnavailable, OSError) as exc:
         _fail(str(exc))
     except DocumentNotFoundError as exc:
         _fail(f"no document {exc.args[0]!r} in the index")

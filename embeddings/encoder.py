@@ -155,9 +155,7 @@ def _load_model(config: EncoderConfig) -> Any:
         raise ModelLoadError(
             f"unknown encoder backend {config.backend!r}; use one of {', '.join(BACKENDS)}"
         )
-    if config.backend.startswith("onnx") or (
-        config.backend == "auto" and Path(location).is_dir()
-    ):
+    if config.backend.startswith("onnx") or (config.backend == "auto" and Path(location).is_dir()):
         return _load_onnx(config, location)
     try:
         import transformers

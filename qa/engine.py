@@ -43,8 +43,7 @@ class Verbatim:
     def __init__(self, settings: Settings | None = None, encoder: Encoder | None = None) -> None:
         self.settings = settings or Settings()
         self.encoder = encoder or Encoder(self.settings.encoder)
-        if self.settings.threads:
-            set_search_threads(self.settings.threads)
+        set_search_threads(1)  # one question per search: OpenMP threads only add overhead
         self.tokenizer = KeywordTokenizer(self.settings.tokenizer)
         self._reranker: Reranker | None = None
         self._reranker_ready = False
@@ -62,7 +61,7 @@ class Verbatim:
             self.encoder,
             self.settings.chunker,
             self.tokenizer,
-            hnsw_threshold=self.settings.hnsw_threshold,
+            store=self.settings.store,
             max_file_bytes=int(self.settings.max_file_mb * 1024 * 1024),
         )
         report = builder.build(list(paths) if paths else [default_corpus_dir()], progress)
@@ -83,9 +82,13 @@ class Verbatim:
                 self._index = load_index(
                     self.settings.resolved_index_dir,
                     self.encoder.model_id,
-                    self.settings.hnsw_threshold,
+                    self.settings.store,
                 )
             return self._index
+
+    def check_ready(self) -> None:
+        """Raise when a question could not be answered now (e.g. Milvus is unreachable)."""
+        len(self.index.chunk_store)
 
     def reload(self) -> None:
         with self._lock:

@@ -35,9 +35,10 @@ from corpus.loader import SourceFile, discover, read_document
 from corpus.models import Chunk, Document, Span
 from corpus.tokenize import KeywordTokenizer
 from embeddings.encoder import Encoder
-from embeddings.store import FaissStore, Ids, chunk_vector_id
+from embeddings.store import FaissStore, Ids, VectorStore, chunk_vector_id
 from qa.keyword import KeywordIndex, load_tokens
 from qa.logs import get_logger
+from qa.stores import StoreSettings
 
 FORMAT_VERSION = 1
 _CURRENT = "CURRENT"
@@ -78,8 +79,8 @@ class Index:
     directory: Path
     manifest: dict[str, Any]
     entries: dict[str, IndexedDocument]
-    chunk_store: FaissStore
-    sentence_store: FaissStore
+    chunk_store: VectorStore
+    sentence_store: VectorStore
     keywords: KeywordIndex
     chunks_by_vector_id: dict[int, Chunk] = field(init=False)
     chunk_of_sentence: dict[int, Chunk] = field(init=False)  # by sentence vector id
@@ -143,7 +144,9 @@ def current_version_dir(index_dir: Path) -> Path | None:
     return index_dir / name if name else None
 
 
-def load_index(index_dir: Path, model_id: str | None = None, hnsw_threshold: int = 50_000) -> Index:
+def load_index(
+    index_dir: Path, model_id: str | None = None, store: StoreSettings | None = None
+) -> Index:
     """Load the index in use; with `model_id`, refuse one built with another model."""
     directory = current_version_dir(index_dir)
     if directory is None or not (directory / _MANIFEST).exists():
@@ -162,8 +165,8 @@ def load_index(index_dir: Path, model_id: str | None = None, hnsw_threshold: int
         directory=directory,
         manifest=manifest,
         entries=entries,
-        chunk_store=FaissStore.load(directory / "chunks", dimension, hnsw_threshold),
-        sentence_store=FaissStore.load(directory / "sentences", dimension, hnsw_threshold),
+        chunk_store=(store or StoreSettings()).open_store(directory / "chunks", dimension),
+        sentence_store=(store or StoreSettings()).open_store(directory / "sentences", dimension),
         keywords=_load_keywords(directory, entries),
     )
 
@@ -250,14 +253,14 @@ class IndexBuilder:
         encoder: Encoder,
         chunker: ChunkerSettings,
         tokenizer: KeywordTokenizer | None = None,
-        hnsw_threshold: int = 50_000,
+        store: StoreSettings | None = None,
         max_file_bytes: int = 50 * 1024 * 1024,
     ) -> None:
         self.index_dir = index_dir
         self.encoder = encoder
         self.chunker = chunker
         self.tokenizer = tokenizer or KeywordTokenizer()
-        self.hnsw_threshold = hnsw_threshold
+        self.store = store or StoreSettings()
         self.max_file_bytes = max_file_bytes
 
     def build(self, paths: Sequence[Path], progress: BuildProgress | None = None) -> BuildReport:
@@ -310,7 +313,7 @@ class IndexBuilder:
 
     def _previous_index(self) -> Index | None:
         try:
-            previous = load_index(self.index_dir, None, self.hnsw_threshold)
+            previous = load_index(self.index_dir, None, self.store)
         except IndexNotFoundError:
             return None
         except (IndexMismatchError, OSError, ValueError, KeyError) as exc:
@@ -342,6 +345,7 @@ class IndexBuilder:
                     self.encoder.model_id,
                     asdict(self.chunker),
                     asdict(self.tokenizer.settings),
+                    self.store.backend,
                 ]
             ).encode()
         )
@@ -356,10 +360,12 @@ class IndexBuilder:
         fresh: list[IndexedDocument],
         report: BuildReport,
         progress: BuildProgress | None,
-    ) -> tuple[FaissStore, FaissStore]:
-        if previous is not None:
+    ) -> tuple[VectorStore, VectorStore]:
+        if previous is not None and self.store.holds(previous.chunk_store):
             chunk_store, sentence_store = previous.chunk_store, previous.sentence_store
-            chunk_store.hnsw_threshold = sentence_store.hnsw_threshold = self.hnsw_threshold
+            for store in (chunk_store, sentence_store):
+                if isinstance(store, FaissStore):
+                    store.config = self.store.faiss  # the index kind may have been changed
             stale = [
                 previous.entries[doc_id]
                 for doc_id in previous.entries
@@ -368,8 +374,17 @@ class IndexBuilder:
             chunk_store.remove(_chunk_ids(stale))
             sentence_store.remove(_sentence_ids(stale))
         else:
-            chunk_store = FaissStore(self.encoder.dimension, self.hnsw_threshold)
-            sentence_store = FaissStore(self.encoder.dimension, self.hnsw_threshold)
+            chunk_store = self.store.new_store("chunks", self.encoder.dimension)
+            sentence_store = self.store.new_store("sentences", self.encoder.dimension)
+            if previous is not None:  # another vector store: move the vectors, encode nothing
+                kept = [e for d, e in entries.items() if previous.entries.get(d) is e]
+                _move(previous.chunk_store, chunk_store, _chunk_ids(kept), _chunk_docs(kept))
+                _move(
+                    previous.sentence_store,
+                    sentence_store,
+                    _sentence_ids(kept),
+                    _sentence_docs(kept),
+                )
         chunk_texts = [chunk.text for entry in fresh for chunk in entry.chunks]
         sentence_texts = [
             entry.document.text[s.start : s.end] for entry in fresh for s in entry.sentences
@@ -379,8 +394,8 @@ class IndexBuilder:
         advance = progress.advance if progress is not None else None
         chunk_vectors = self.encoder.encode_passages(chunk_texts, advance)
         sentence_vectors = self.encoder.encode_passages(sentence_texts, advance)
-        chunk_store.add(_chunk_ids(fresh), chunk_vectors)
-        sentence_store.add(_sentence_ids(fresh), sentence_vectors)
+        chunk_store.add(_chunk_ids(fresh), chunk_vectors, _chunk_docs(fresh))
+        sentence_store.add(_sentence_ids(fresh), sentence_vectors, _sentence_docs(fresh))
         report.chunks_embedded = len(chunk_texts)
         report.sentences_embedded = len(sentence_texts)
         return chunk_store, sentence_store
@@ -415,8 +430,8 @@ class IndexBuilder:
         self,
         version: str,
         entries: dict[str, IndexedDocument],
-        chunk_store: FaissStore,
-        sentence_store: FaissStore,
+        chunk_store: VectorStore,
+        sentence_store: VectorStore,
         keywords: tuple[KeywordIndex, list[list[str]]],
         sources: list[str],
     ) -> None:
@@ -491,6 +506,21 @@ def _sentence_ids(entries: list[IndexedDocument]) -> Ids:
         ],
         dtype=np.int64,
     )
+
+
+def _chunk_docs(entries: list[IndexedDocument]) -> list[str]:
+    return [e.document.doc_id for e in entries for _ in e.chunks]
+
+
+def _sentence_docs(entries: list[IndexedDocument]) -> list[str]:
+    return [e.document.doc_id for e in entries for _ in e.sentences]
+
+
+def _move(source: VectorStore, target: VectorStore, ids: Ids, doc_ids: list[str]) -> None:
+    """Copy vectors between stores in bounded batches (switching FAISS and Milvus)."""
+    for start in range(0, len(ids), 10_000):
+        batch = ids[start : start + 10_000]
+        target.add(batch, source.vectors(batch), doc_ids[start : start + 10_000])
 
 
 def _remove_stale_builds(index_dir: Path) -> None:

@@ -14,10 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from corpus.chunking import ChunkerSettings
 from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
+from embeddings.store import StoreConfig
 from embeddings.use import MODEL_ID as USE_MODEL_ID
 from qa.quotes import QuoteSettings
 from qa.rerank import RerankerKind, RerankSettings
 from qa.retriever import Fusion, Mode
+from qa.stores import StoreSettings
 
 # Answer thresholds chosen by `verbatim eval eval/seed_questions.jsonl --calibrate` (false
 # abstentions <= 5%) for the packaged models, see docs/benchmarks.md. Quote scores differ in
@@ -57,7 +59,13 @@ class Settings(BaseSettings):
     rerank_depth: int = Field(30, ge=1, le=1000)
     quote_chunk_weight: float = Field(0.0, ge=0.0, le=1.0)
     quote_keyword_weight: float = Field(0.3, ge=0.0, le=1.0)  # share of keyword coverage
-    hnsw_threshold: int = Field(50_000, ge=1)
+    vector_store: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_token: str = ""  # "user:password" or an API key, where the server wants one
+    milvus_collection: str = "verbatim"  # prefix: <prefix>_chunks and <prefix>_sentences
+    faiss_index: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"  # auto: flat, then HNSW
+    hnsw_threshold: int = Field(20_000, ge=1)  # vectors from which "auto" uses HNSW
+    ivf_nprobe: int = Field(64, ge=1)
     max_file_mb: float = Field(50, gt=0)
     log_level: str = "WARNING"
     # HTTP door
@@ -69,8 +77,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     log_questions: bool = False  # question text in access logs
     query_workers: int = Field(2, ge=1, le=64)  # questions encoded at once; more only queue
-    # Intra-op threads of the encoder and of FAISS. 0: one per core for the CLI; for the server,
-    # the cores shared among query workers, so concurrent questions never oversubscribe them.
+    # Intra-op threads of the encoder. 0: one per core for the CLI; for the server, the cores
+    # shared among query workers, so concurrent questions never oversubscribe them. FAISS
+    # searches one question at a time single-threaded (faster: 15.5 vs 18.1 ms p50, SciFact).
     threads: int = Field(0, ge=0, le=256)
     # Slack door
     slack_follow_ups: bool = True  # answer follow-ups in threads the bot answered, unmentioned
@@ -107,6 +116,20 @@ class Settings(BaseSettings):
     def model_language_set(self) -> frozenset[str] | None:
         languages = frozenset(x.strip() for x in self.model_languages.split(",") if x.strip())
         return languages or None
+
+    @property
+    def store(self) -> StoreSettings:
+        return StoreSettings(
+            backend=self.vector_store,
+            faiss=StoreConfig(
+                kind=self.faiss_index,
+                hnsw_threshold=self.hnsw_threshold,
+                ivf_nprobe=self.ivf_nprobe,
+            ),
+            milvus_uri=self.milvus_uri,
+            milvus_token=self.milvus_token,
+            milvus_collection=self.milvus_collection,
+        )
 
     @property
     def tokenizer(self) -> TokenizerSettings:

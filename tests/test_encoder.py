@@ -97,3 +97,20 @@ def test_engine_on_onnx_answers_like_torch(tmp_path: Path, seed_engine: Any) -> 
 def test_unknown_backend_is_refused_clearly() -> None:
     with pytest.raises(ModelLoadError, match="unknown encoder backend"):
         Encoder(EncoderConfig(backend="tpu")).load()
+
+
+def test_server_threads_share_the_cores_among_query_workers() -> None:
+    import os
+
+    from qa.settings import Settings
+
+    cores = os.cpu_count() or 1
+    assert Settings(query_workers=2).for_server().threads == max(1, cores // 2)
+    assert Settings(query_workers=64).for_server().threads == 1
+    assert Settings(threads=3).for_server().threads == 3  # an explicit setting wins
+
+
+def test_auto_backend_runs_a_local_model_on_onnx(tmp_path: Path, encoder: Encoder) -> None:
+    auto = Encoder(EncoderConfig(cache_dir=tmp_path / "models"))  # backend "auto"
+    assert np.allclose(auto.encode_queries(TEXTS[:1]), encoder.encode_queries(TEXTS[:1]), atol=1e-4)
+    assert list((tmp_path / "models").rglob("model.onnx"))  # it exported: ONNX, not torch

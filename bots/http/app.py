@@ -35,6 +35,7 @@ from bots.http.schemas import AskRequest, DocumentFull, DocumentSummary, ErrorBo
 from bots.slack.adapter import SlackAdapter
 from bots.slack.settings import SlackSettings
 from corpus.models import Document
+from embeddings.store import VectorStoreUnavailable
 from qa.answer import Answer, SearchResult
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.logs import get_logger
@@ -70,6 +71,7 @@ def create_app(
     slack = slack if slack is not None else SlackSettings()
     metrics = Metrics()
     ready = threading.Event()
+    startup_error: list[str] = []
     workers: list[anyio.CapacityLimiter] = []
 
     def load() -> None:
@@ -81,6 +83,7 @@ def create_app(
             engine.ask("warm-up")  # every lazy part (FAISS, BM25, reranker) ready before /readyz
         except Exception as exc:
             log.error("startup_failed", error=str(exc))
+            startup_error.append(str(exc))  # /readyz and /v1 say why, instead of "loading"
             return
         metrics.ready.set(1)
         ready.set()
@@ -104,7 +107,9 @@ def create_app(
     app.state.engine = engine
 
     v1 = APIRouter(
-        prefix="/v1", dependencies=[Depends(_access_check(settings, ready))], responses=_ERRORS
+        prefix="/v1",
+        dependencies=[Depends(_access_check(settings, ready, startup_error))],
+        responses=_ERRORS,
     )
 
     @v1.post("/ask", response_model=Answer, summary="Answer a question with exact quotes")
@@ -156,7 +161,15 @@ def create_app(
     )
     async def readyz() -> dict[str, str]:
         if not ready.is_set():
-            raise HTTPException(503, "loading the model and index", headers={"Retry-After": "1"})
+            raise HTTPException(
+                503,
+                _not_ready_message(startup_error, "loading the model and index"),
+                headers={"Retry-After": "1"},
+            )
+        try:
+            await anyio.to_thread.run_sync(engine.check_ready)
+        except VectorStoreUnavailable as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
         return {"status": "ready", "index_version": engine.index.version}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -207,7 +220,15 @@ _PAGE_HEADERS = {
 }
 
 
-def _access_check(settings: Settings, ready: threading.Event) -> Callable[[Request], None]:
+def _not_ready_message(startup_error: list[str], loading: str) -> str:
+    if startup_error:
+        return f"cannot answer: {startup_error[-1]}"
+    return loading
+
+
+def _access_check(
+    settings: Settings, ready: threading.Event, startup_error: list[str]
+) -> Callable[[Request], None]:
     """API key (when keys are set), readiness and the per-client rate limit, in that order."""
     keys = settings.api_key_set
     rate = parse_rate(settings.rate_limit) if settings.rate_limit else None
@@ -223,7 +244,9 @@ def _access_check(settings: Settings, ready: threading.Event) -> Callable[[Reque
             )
         if not ready.is_set():
             raise HTTPException(
-                503, "still loading the model and index", headers={"Retry-After": "1"}
+                503,
+                _not_ready_message(startup_error, "still loading the model and index"),
+                headers={"Retry-After": "1"},
             )
         client = presented or (request.client.host if request.client else "unknown")
         if rate is not None and not limiter.hit(rate, client):
@@ -281,6 +304,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(VectorStoreUnavailable)
+    async def store_down(request: Request, exc: VectorStoreUnavailable) -> JSONResponse:
+        log.error("vector_store_unavailable", error=str(exc), route=request.url.path)
+        return _error(503, str(exc), {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:

@@ -30,7 +30,6 @@ INDEX_SETTINGS = frozenset(
         "passage_prompt",
         "chunk_size",
         "chunk_overlap",
-        "hnsw_threshold",
         "max_file_mb",
     }
 )

@@ -1,0 +1,198 @@
+"""The Milvus vector store: the same interface as `FaissStore`, for when one machine is not enough.
+
+Only pymilvus's `MilvusClient` API is used (collections, upsert, delete, search, get), the part
+shared by a Milvus standalone server, a Milvus cluster (shards, replicas) and managed Milvus, so
+the same code runs on all of them: point `VERBATIM_MILVUS_URI` at the cluster's proxy.
+
+A collection per store (`<prefix>_chunks`, `<prefix>_sentences`) holds the vector id, the
+document id (for filtering on the server) and the vector, indexed by HNSW with inner product.
+Every call has a timeout, so an outage becomes a `VectorStoreUnavailable` error in seconds,
+never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embeddings.store import Ids, Vectors, VectorStoreUnavailable
+
+_POINTER = "milvus.json"
+_BATCH = 1000  # rows per upsert or get: bounded request sizes
+
+
+class MilvusStore:
+    kind = "milvus"
+
+    def __init__(
+        self, dimension: int, uri: str, collection: str, token: str = "", timeout: float = 10.0
+    ) -> None:
+        self.dimension = dimension
+        self.uri = uri
+        self.collection = collection
+        self.timeout = timeout
+        self._token = token
+        self._client: Any = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def create(self) -> MilvusStore:
+        """Start an empty collection (a full rebuild), replacing one of the same name."""
+        from pymilvus import DataType, MilvusClient
+
+        client = self._connected()
+        self._call(lambda: client.drop_collection(self.collection))
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=512)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        index = client.prepare_index_params()
+        index.add_index(
+            field_name="vector",
+            index_type="HNSW",
+            metric_type="IP",
+            params={"M": 32, "efConstruction": 80},
+        )
+        self._call(
+            lambda: client.create_collection(
+                self.collection, schema=schema, index_params=index, consistency_level="Strong"
+            )
+        )
+        return self
+
+    def save(self, directory: Path) -> None:
+        """The vectors live in Milvus; the index version records where."""
+        directory.mkdir(parents=True, exist_ok=True)
+        pointer = {"uri": self.uri, "collection": self.collection, "dimension": self.dimension}
+        (directory / _POINTER).write_text(json.dumps(pointer))
+
+    @classmethod
+    def load(cls, directory: Path, dimension: int, uri: str, token: str = "") -> MilvusStore:
+        pointer = json.loads((directory / _POINTER).read_text())
+        store = cls(dimension, uri or pointer["uri"], pointer["collection"], token)
+        client = store._connected()
+        if not store._call(lambda: client.has_collection(store.collection)):
+            raise VectorStoreUnavailable(
+                f"Milvus at {store.uri} has no collection {store.collection!r}: "
+                "run `verbatim index` to build it"
+            )
+        store._call(lambda: client.load_collection(store.collection))
+        return store
+
+    # ------------------------------------------------------------ the store interface
+
+    def __len__(self) -> int:
+        client = self._connected()
+        rows = self._call(
+            lambda: client.query(self.collection, filter="", output_fields=["count(*)"])
+        )
+        return int(rows[0]["count(*)"])
+
+    def add(self, ids: Ids, vectors: Vectors, doc_ids: Sequence[str] | None = None) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
+            raise ValueError(f"expected vectors of dimension {self.dimension}, got {vectors.shape}")
+        if len(ids) != len(vectors):
+            raise ValueError("ids and vectors differ in length")
+        owners = list(doc_ids) if doc_ids is not None else [""] * len(ids)
+        client = self._connected()
+        for start in range(0, len(ids), _BATCH):
+            rows = [
+                {"id": int(i), "doc_id": owner, "vector": vector.tolist()}
+                for i, owner, vector in zip(
+                    ids[start : start + _BATCH],
+                    owners[start : start + _BATCH],
+                    vectors[start : start + _BATCH],
+                    strict=True,
+                )
+            ]
+            self._call(lambda rows=rows: client.upsert(self.collection, data=rows))
+
+    def remove(self, ids: Ids) -> int:
+        if not len(ids):
+            return 0
+        client = self._connected()
+        removed = 0
+        for start in range(0, len(ids), _BATCH):
+            batch = [int(i) for i in ids[start : start + _BATCH]]
+            result = self._call(lambda batch=batch: client.delete(self.collection, ids=batch))
+            removed += _count(result, len(batch))
+        return removed
+
+    def search(self, queries: Vectors, k: int, allowed: Ids | None = None) -> tuple[Vectors, Ids]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
+        if allowed is not None and not len(allowed):
+            empty = np.zeros((len(queries), 0))
+            return empty.astype(np.float32), empty.astype(np.int64)
+        expression = (
+            f"id in [{', '.join(str(int(i)) for i in allowed)}]" if allowed is not None else ""
+        )
+        client = self._connected()
+        hits = self._call(
+            lambda: client.search(
+                self.collection,
+                data=queries.tolist(),
+                limit=k,
+                filter=expression,
+                search_params={"metric_type": "IP", "params": {"ef": max(128, k)}},
+            )
+        )
+        width = max((len(h) for h in hits), default=0)
+        scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
+        found = np.full((len(queries), width), -1, dtype=np.int64)
+        for row, row_hits in enumerate(hits):
+            for column, hit in enumerate(row_hits):
+                scores[row, column] = hit["distance"]
+                found[row, column] = hit["id"]
+        return scores, found
+
+    def vectors(self, ids: Ids) -> Vectors:
+        """The stored vectors for `ids` (all must be present), in that order."""
+        client = self._connected()
+        by_id: dict[int, list[float]] = {}
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            rows = self._call(
+                lambda batch=batch: client.get(self.collection, ids=batch, output_fields=["vector"])
+            )
+            by_id.update({int(r["id"]): r["vector"] for r in rows})
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise KeyError(f"unknown vector ids: {missing[:5]}")
+        return np.array([by_id[i] for i in wanted], dtype=np.float32).reshape(-1, self.dimension)
+
+    # ------------------------------------------------------------ connection
+
+    def _connected(self) -> Any:
+        if self._client is None:
+            from pymilvus import MilvusClient
+
+            self._client = self._call(
+                lambda: MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
+            )
+        return self._client
+
+    def _call(self, action: Any) -> Any:
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return action()
+        except MilvusException as exc:
+            raise VectorStoreUnavailable(
+                f"Milvus at {self.uri} failed: {exc}. Check that it runs and that "
+                "VERBATIM_MILVUS_URI points at it"
+            ) from exc
+
+
+def _count(result: Any, default: int) -> int:
+    """Deleted rows as pymilvus reports them (a dict or a list of ids, by version)."""
+    if isinstance(result, dict) and "delete_count" in result:
+        return int(result["delete_count"])
+    if isinstance(result, list):
+        return len(result)
+    return default

@@ -1,0 +1,132 @@
+"""The Milvus vector store against a real Milvus server, beside FAISS: both stores must
+behave the same, and an index on Milvus must give the answers an index on FAISS gives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from bots.http import create_app
+from embeddings.milvus import MilvusStore
+from embeddings.store import FaissStore, VectorStore, VectorStoreUnavailable
+from qa.engine import Verbatim
+
+from .live_server import LiveServer
+from .milvus_server import milvus_server
+
+TROOPS = "How many U.S. military personnel are forward deployed in the region?"
+QUESTIONS = [
+    TROOPS,
+    "When was the Japan-U.S. Joint Declaration on Security issued?",
+    "What will the Japan-U.S. Alliance continue to be?",
+]
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with milvus_server(tmp_path_factory.mktemp("milvus")) as uri:
+        yield uri
+
+
+def _unit(rows: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(rows, 16)).astype(np.float32)
+    unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> VectorStore:
+    if request.param == "faiss":
+        return FaissStore(16)
+    uri = request.getfixturevalue("milvus")
+    return MilvusStore(16, uri, f"test_{tmp_path.name.replace('-', '_')}"[:60]).create()
+
+
+def test_both_stores_add_search_filter_and_remove_alike(store: VectorStore) -> None:
+    vectors = _unit(300, seed=1)
+    ids = np.arange(1000, 1300, dtype=np.int64)
+    store.add(ids, vectors, [f"doc{i % 3}" for i in range(300)])
+    assert len(store) == 300
+    scores, found = store.search(vectors[:3], 5)
+    assert found[:, 0].tolist() == [1000, 1001, 1002]
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    assert np.allclose(store.vectors(np.array([1005, 1001])), vectors[[5, 1]], atol=1e-6)
+    allowed = np.array([1010, 1020, 1030], dtype=np.int64)
+    _, only = store.search(vectors[:1], 10, allowed)
+    assert sorted(i for i in only[0].tolist() if i >= 0) == [1010, 1020, 1030]
+    store.remove(np.array([1000, 1001], dtype=np.int64))
+    _, after = store.search(vectors[:1], 3)
+    assert 1000 not in after[0].tolist() and len(store) == 298
+
+
+def test_milvus_index_answers_like_faiss_and_updates_incrementally(
+    milvus: str, make_engine: Callable[..., Verbatim], tmp_path: Path, seed_dir: Path
+) -> None:
+    faiss_engine = make_engine(home=tmp_path / "faiss")
+    faiss_engine.build_index([seed_dir])
+    engine = make_engine(home=tmp_path / "milvus", vector_store="milvus", milvus_uri=milvus)
+    engine.build_index([seed_dir])
+    assert engine.index.manifest["vector_store"]["kind"] == "milvus"
+    for question in QUESTIONS:
+        on_milvus, on_faiss = engine.search(question, 5), faiss_engine.search(question, 5)
+        assert [p.chunk_id for p in on_milvus.passages] == [p.chunk_id for p in on_faiss.passages]
+        assert [q.text for q in engine.ask(question).quotes] == [
+            q.text for q in faiss_engine.ask(question).quotes
+        ]
+    extra = seed_dir / "exercise.txt"
+    extra.write_text("Exercise notes\n\nThe logistics exercise used the code KX-7741 in 2016.")
+    report = engine.build_index([seed_dir])
+    assert report.added == ["exercise"] and report.chunks_embedded == 1  # only the new file
+    assert engine.search("code KX-7741", 1).passages[0].doc_id == "exercise"
+    extra.unlink()
+    engine.build_index([seed_dir])
+    assert all(p.doc_id != "exercise" for p in engine.search("code KX-7741", 10).passages)
+
+
+def test_switching_to_milvus_moves_vectors_without_encoding(
+    milvus: str, make_engine: Callable[..., Verbatim], tmp_path: Path
+) -> None:
+    make_engine(home=tmp_path / "home").build_index()
+    moved = make_engine(home=tmp_path / "home", vector_store="milvus", milvus_uri=milvus)
+    report = moved.build_index()
+    assert report.written and report.chunks_embedded == 0 and report.sentences_embedded == 0
+    assert "100,000" in moved.ask(TROOPS).quotes[0].text
+
+
+def test_missing_collection_and_outage_are_clear_and_fast(
+    milvus: str, make_engine: Callable[..., Verbatim], tmp_path: Path
+) -> None:
+    engine = make_engine(
+        home=tmp_path / "home", vector_store="milvus", milvus_uri=milvus, milvus_collection="gone"
+    )
+    engine.build_index()
+    MilvusStore(384, milvus, "gone_chunks")._connected().drop_collection("gone_chunks")
+    engine.reload()
+    with pytest.raises(
+        VectorStoreUnavailable, match=r"no collection 'gone_chunks'.*verbatim index"
+    ):
+        engine.ask(TROOPS)
+
+    settings = engine.settings.model_copy(update={"milvus_uri": "http://127.0.0.1:9"})  # closed
+    started = time.monotonic()
+    with LiveServer(create_app(settings, Verbatim(settings, engine.encoder))) as server:
+        ready = _poll_until_not_loading(f"{server.url}/readyz")
+        asked = httpx.post(f"{server.url}/v1/ask", json={"question": TROOPS}, timeout=30)
+    assert ready.status_code == 503 and "Milvus" in ready.json()["error"]["message"]
+    assert asked.status_code == 503 and "Milvus" in asked.json()["error"]["message"]
+    assert time.monotonic() - started < 60  # an outage is an answer, never a hang
+
+
+def _poll_until_not_loading(url: str) -> httpx.Response:
+    """/readyz until start-up has finished one way or the other (bounded)."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = httpx.get(url, timeout=30)
+        if "loading" not in response.text or time.monotonic() > deadline:
+            return response
+        time.sleep(0.1)  # waiting on a starting server's state, with a deadline
