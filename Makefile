@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 QUESTION ?= How many U.S. military personnel are forward deployed in the region?
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint browser eval-gate bench bench-eval clean
+.PHONY: install run test lint browser eval-gate bench bench-eval bench-peers bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,18 @@ bench-eval: install
 	      --out bench/results/eval-$$set; \
 	  else echo "skipping $$set: $(SHARED_EVAL)/$$set is absent"; fi; \
 	done
+
+# LangChain and txtai run in their own venv so the product never depends on them.
+PEERS := .venv-peers
+bench-peers: install
+	@test -x $(PEERS)/bin/python || ( $(PYTHON) -m venv $(PEERS) && \
+	  $(PEERS)/bin/python -m pip install --quiet torch==2.13.0 && \
+	  $(PEERS)/bin/python -m pip install --quiet langchain-community langchain-huggingface txtai \
+	    faiss-cpu sentence-transformers )
+	$(BIN)/python -m bench.peers --peers-python $(PEERS)/bin/python
+
+bench-scale: install
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -88,7 +88,6 @@ def _txtai(corpus: list[dict[str, str]], model: str) -> dict[str, Search]:
 def _verbatim(corpus: list[dict[str, str]], backend: str) -> dict[str, Search]:
     from qa.engine import Verbatim
     from qa.evaluation.beir import write_corpus
-    from qa.retriever import Mode
     from qa.settings import Settings
 
     home = Path(tempfile.mkdtemp(prefix="verbatim-peers-"))
@@ -102,11 +101,15 @@ def _verbatim(corpus: list[dict[str, str]], backend: str) -> dict[str, Search]:
     engine = Verbatim(Settings(home=home, encoder_backend=backend))
     engine.build_index([docs])
 
-    def searcher(mode: Mode) -> Search:
+    dense = Verbatim(
+        engine.settings.model_copy(update={"mode": "dense", "reranker": "none"}), engine.encoder
+    )
+
+    def searcher(system: Verbatim) -> Search:
         def search(question: str) -> list[str]:
             # Enough passages for ten distinct documents (a document holds several chunks).
             seen: list[str] = []
-            for passage in engine.search(question, 40, mode=mode).passages:
+            for passage in system.search(question, 40).passages:
                 if passage.doc_id not in seen:
                     seen.append(passage.doc_id)
             return seen[:TOP_K]
@@ -114,8 +117,8 @@ def _verbatim(corpus: list[dict[str, str]], backend: str) -> dict[str, Search]:
         return search
 
     return {
-        f"{backend}-dense": searcher("dense"),
-        f"{backend}-default": searcher(engine.settings.mode),
+        f"verbatim-{backend}-dense": searcher(dense),
+        f"verbatim-{backend}-default": searcher(engine),
     }
 
 

@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--kinds", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--hnsw-max", type=int, default=100_000, help="largest HNSW built")
+    parser.add_argument(
+        "--milvus", type=int, default=100_000, help="vectors for the Milvus row (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     parser.add_argument("--child", nargs=3, metavar=("STEP", "KIND", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -69,6 +72,9 @@ def main() -> None:
                 searched = _child("search", kind, directory, size)
             rows.append({"vectors": size, "index": kind, **built, **searched})
             Console(stderr=True).print(rows[-1])
+    if args.milvus:
+        rows.append(_milvus(args.milvus))
+        Console(stderr=True).print(rows[-1])
     real = _real_embeddings()
     _print(rows, real)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +104,10 @@ def _child(step: str, kind: str, directory: str, size: int) -> dict[str, Any]:
 
 
 def _vectors(size: int, seed: int = 0) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Unit vectors around 1,000 topic centres, filled in place (no second copy)."""
+    """Unit vectors around 1,000 topic centres (the same centres for the corpus and the
+    queries), filled in place (no second copy)."""
+    centres = np.random.default_rng(1234).normal(size=(1000, DIMENSION)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(1000, DIMENSION)).astype(np.float32)
     vectors = np.empty((size, DIMENSION), dtype=np.float32)
     for start in range(0, size, 65_536):
         stop = min(size, start + 65_536)
@@ -163,6 +170,39 @@ def _search(kind: str, directory: Path) -> dict[str, Any]:
         "query_p99_ms": round(float(np.percentile(timings, 99)), 3),
         "recall@10": round(float(recall), 4),
         "search_peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _milvus(size: int) -> dict[str, Any]:
+    """The same vectors and queries through a real Milvus standalone server (HNSW, IP)."""
+    from bench.milvus_server import milvus_server
+    from embeddings.milvus import MilvusStore
+
+    vectors = _vectors(size)
+    queries = _queries()
+    truth = FaissStore(DIMENSION, CONFIGS["flat"])
+    truth.add(np.arange(size, dtype=np.int64), vectors)
+    _, expected = truth.search(queries, 10)
+    with tempfile.TemporaryDirectory() as data, milvus_server(Path(data)) as uri:
+        started = time.perf_counter()
+        store = MilvusStore(DIMENSION, uri, "scale_bench").create()
+        store.add(np.arange(size, dtype=np.int64), vectors)
+        store.search(queries[:1], 10)
+        build_s = time.perf_counter() - started
+        timings, found = [], []
+        for query in queries:
+            begun = time.perf_counter()
+            _, ids = store.search(query[None, :], 10)
+            timings.append((time.perf_counter() - begun) * 1000)
+            found.append(ids[0])
+    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, expected, strict=True)])
+    return {
+        "vectors": size,
+        "index": "milvus (hnsw)",
+        "build_s": round(build_s, 2),
+        "query_p50_ms": round(float(np.percentile(timings, 50)), 3),
+        "query_p99_ms": round(float(np.percentile(timings, 99)), 3),
+        "recall@10": round(float(recall), 4),
     }
 
 

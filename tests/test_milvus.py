@@ -11,13 +11,13 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.milvus_server import milvus_server
 from bots.http import create_app
 from embeddings.milvus import MilvusStore
 from embeddings.store import FaissStore, VectorStore, VectorStoreUnavailable
 from qa.engine import Verbatim
 
 from .live_server import LiveServer
-from .milvus_server import milvus_server
 
 TROOPS = "How many U.S. military personnel are forward deployed in the region?"
 QUESTIONS = [
