@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     milvus_collection: str = "verbatim"  # prefix: <prefix>_chunks and <prefix>_sentences
     faiss_index: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"  # auto: flat, then HNSW
     hnsw_threshold: int = Field(20_000, ge=1)  # vectors from which "auto" uses HNSW
-    ivf_nprobe: int = Field(64, ge=1)
+    ivf_nprobe: int = Field(128, ge=1)
     max_file_mb: float = Field(50, gt=0)
     log_level: str = "WARNING"
     # HTTP door
