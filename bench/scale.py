@@ -26,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from embeddings.store import FaissStore, StoreConfig
+from embeddings.store import FaissStore, StoreConfig, VectorStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMENSION = 384
@@ -156,14 +156,7 @@ def _search(kind: str, directory: Path) -> dict[str, Any]:
     queries = _queries()
     store.search(queries[:1], 10)  # ready to answer: a flat index copies its vectors here
     load_s = time.perf_counter() - started
-    timings, found = [], []
-    for query in queries:
-        begun = time.perf_counter()
-        _, ids = store.search(query[None, :], 10)
-        timings.append((time.perf_counter() - begun) * 1000)
-        found.append(ids[0])
-    exact = np.load(directory / "exact.npy")
-    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)])
+    timings, recall = _timed_searches(store, queries, np.load(directory / "exact.npy"))
     return {
         "load_s": round(load_s, 3),
         "query_p50_ms": round(float(np.percentile(timings, 50)), 3),
@@ -189,13 +182,7 @@ def _milvus(size: int) -> dict[str, Any]:
         store.add(np.arange(size, dtype=np.int64), vectors)
         store.search(queries[:1], 10)
         build_s = time.perf_counter() - started
-        timings, found = [], []
-        for query in queries:
-            begun = time.perf_counter()
-            _, ids = store.search(query[None, :], 10)
-            timings.append((time.perf_counter() - begun) * 1000)
-            found.append(ids[0])
-    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, expected, strict=True)])
+        timings, recall = _timed_searches(store, queries, expected)
     return {
         "vectors": size,
         "index": "milvus (hnsw)",
@@ -204,6 +191,25 @@ def _milvus(size: int) -> dict[str, Any]:
         "query_p99_ms": round(float(np.percentile(timings, 99)), 3),
         "recall@10": round(float(recall), 4),
     }
+
+
+def _timed_searches(
+    store: VectorStore,
+    queries: np.ndarray[Any, np.dtype[np.float32]],
+    expected: np.ndarray[Any, Any],
+) -> tuple[list[float], float]:
+    """Milliseconds per single-question search (top 10), and recall@10 against `expected`."""
+    timings, found = [], []
+    for query in queries:
+        begun = time.perf_counter()
+        _, ids = store.search(query[None, :], 10)
+        timings.append((time.perf_counter() - begun) * 1000)
+        found.append(ids[0])
+    return timings, _recall(found, expected)
+
+
+def _recall(found: Any, expected: Any) -> float:
+    return float(np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, expected, strict=True)]))
 
 
 def _real_embeddings() -> list[dict[str, Any]]:
@@ -228,7 +234,7 @@ def _real_embeddings() -> list[dict[str, Any]]:
         store = FaissStore(DIMENSION, CONFIGS[kind])
         store.add(ids, vectors.copy())
         _, found = store.search(queries, 10)
-        recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, expected, strict=True)])
+        recall = _recall(found, expected)
         rows.append({"index": kind, "vectors": len(ids), "recall@10": round(float(recall), 4)})
     return rows
 

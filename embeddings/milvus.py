@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from embeddings.store import Ids, Vectors, VectorStoreUnavailable
+from embeddings.store import Ids, Vectors, VectorStoreUnavailable, checked
 
 _POINTER = "milvus.json"
 _BATCH = 1000  # rows per upsert or get: bounded request sizes
@@ -93,11 +93,7 @@ class MilvusStore:
         return int(rows[0]["count(*)"])
 
     def add(self, ids: Ids, vectors: Vectors, doc_ids: Sequence[str] | None = None) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
-            raise ValueError(f"expected vectors of dimension {self.dimension}, got {vectors.shape}")
-        if len(ids) != len(vectors):
-            raise ValueError("ids and vectors differ in length")
+        ids, vectors = checked(ids, vectors, self.dimension)
         owners = list(doc_ids) if doc_ids is not None else [""] * len(ids)
         client = self._connected()
         for start in range(0, len(ids), _BATCH):

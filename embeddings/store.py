@@ -40,6 +40,16 @@ class VectorStoreUnavailable(RuntimeError):
     """The vector store cannot be reached or used; the message says what to check."""
 
 
+def checked(ids: Ids, vectors: Vectors, dimension: int) -> tuple[Ids, Vectors]:
+    """`ids` and `vectors` as int64 and contiguous float32, or a ValueError saying what is off."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dimension:
+        raise ValueError(f"expected vectors of dimension {dimension}, got {vectors.shape}")
+    if len(ids) != len(vectors):
+        raise ValueError("ids and vectors differ in length")
+    return np.asarray(ids, dtype=np.int64), vectors
+
+
 def set_search_threads(threads: int) -> None:
     """OpenMP threads FAISS uses per search (process-wide)."""
     _faiss().omp_set_num_threads(threads)
@@ -119,12 +129,7 @@ class FaissStore:
         return "hnsw" if len(self) >= self.config.hnsw_threshold else "flat"
 
     def add(self, ids: Ids, vectors: Vectors, doc_ids: Sequence[str] | None = None) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
-            raise ValueError(f"expected vectors of dimension {self.dimension}, got {vectors.shape}")
-        if len(ids) != len(vectors):
-            raise ValueError("ids and vectors differ in length")
-        ids = np.asarray(ids, dtype=np.int64)
+        ids, vectors = checked(ids, vectors, self.dimension)
         if np.isin(ids, self._ids).any() or len(np.unique(ids)) != len(ids):
             raise ValueError("duplicate vector ids")
         if len(self._ids):
