@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.server import served
 from embeddings.encoder import Encoder, EncoderConfig
 from qa.engine import Verbatim
 from qa.settings import Settings
@@ -97,33 +97,17 @@ def _cold_start(home: str, backend: str) -> float:
 
 def _serve_cold_start(home: str, backend: str) -> float:
     """Seconds from starting `verbatim serve` to its first answered question."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "VERBATIM_HOME": home, "VERBATIM_ENCODER_BACKEND": backend}
     started = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bots.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with served({"VERBATIM_HOME": home, "VERBATIM_ENCODER_BACKEND": backend}) as url:
         while time.perf_counter() - started < 60:
             try:
-                response = httpx.post(
-                    f"http://127.0.0.1:{port}/v1/ask", json={"question": QUESTION}, timeout=5
-                )
+                response = httpx.post(f"{url}/v1/ask", json={"question": QUESTION}, timeout=5)
                 if response.status_code == 200:
                     return time.perf_counter() - started
             except httpx.TransportError:
                 pass  # not listening yet
             time.sleep(0.02)  # polling a starting server, not synchronising a test
-        raise RuntimeError("the server gave no answer within 60 s")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    raise RuntimeError("the server gave no answer within 60 s")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.server import served
 from qa.engine import Verbatim
 from qa.settings import Settings
 
@@ -49,29 +46,12 @@ def main() -> None:
         engine = Verbatim(Settings(home=Path(home)))
         engine.build_index()
         in_process = [_timed_ms(lambda q=q: engine.ask(q)) for q in QUESTIONS * 3]
-        port = _free_port()
-        env = {
-            **os.environ,
-            "VERBATIM_HOME": home,
-            "VERBATIM_RATE_LIMIT": "",
-            "VERBATIM_LOG_LEVEL": "ERROR",
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bots.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
+        env = {"VERBATIM_HOME": home, "VERBATIM_RATE_LIMIT": "", "VERBATIM_LOG_LEVEL": "ERROR"}
+        with served(env) as url:
             _wait_ready(url)
             levels = [
                 asyncio.run(_load(url, clients, args.seconds)) for clients in args.concurrency
             ]
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     results = {
         "in_process_ask_ms": {
             "p50": round(statistics.median(in_process), 2),
@@ -137,12 +117,6 @@ def _print(results: dict[str, Any]) -> None:
             str(sum(level["errors"].values())),
         )
     Console(width=120).print(table)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_ready(url: str, timeout: float = 120) -> None:

@@ -107,9 +107,7 @@ class Verbatim:
         """The quotes that answer `question`, or `no_answer` with the closest one flagged."""
         started = time.perf_counter()
         top_k = top_k or self.settings.top_k
-        index = self.index
-        query = self._query(question)
-        mode = mode or self.settings.mode
+        index, query, mode = self.index, self._query(question), mode or self.settings.mode
         candidates = self._candidates(
             index, query, max(self.settings.candidates, top_k), filters, mode
         )
@@ -147,9 +145,7 @@ class Verbatim:
     ) -> SearchResult:
         """Ranked passages for `question`, without quote selection."""
         started = time.perf_counter()
-        index = self.index
-        query = self._query(question)
-        mode = mode or self.settings.mode
+        index, query, mode = self.index, self._query(question), mode or self.settings.mode
         candidates = self._candidates(index, query, top_k or self.settings.top_k, filters, mode)
         passages = [
             Passage(
