@@ -10,3 +10,7 @@ class DocumentError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[DocumentError], tuple[str, str]]:
+        # Raised in the parsing process and pickled back to the indexer.
+        return (type(self), (self.path, self.reason))

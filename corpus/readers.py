@@ -7,6 +7,7 @@ exception escape, so one bad file cannot stop a whole index run.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 from corpus.errors import DocumentError
 
 _CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(14, 32))
+# What a .docx may unpack to. Real documents, images included, stay far below; a zip bomb
+# (a few kB that inflate to gigabytes) is refused before anything is inflated.
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -30,7 +34,7 @@ def read_file(path: Path, data: bytes) -> RawText:
         raise DocumentError(path, f"unsupported file type {path.suffix!r}")
     try:
         return reader(path, data)
-    except DocumentError:
+    except (DocumentError, MemoryError):  # MemoryError: the sandbox reports the limit
         raise
     except Exception as exc:  # a parser's own failure: report it against the file
         raise DocumentError(path, f"could not parse {path.suffix} file: {exc}") from exc
@@ -140,6 +144,7 @@ def _read_pdf(path: Path, data: bytes) -> RawText:
 def _read_docx(path: Path, data: bytes) -> RawText:
     import docx
 
+    _check_unpacked_size(path, data)
     document = docx.Document(io.BytesIO(data))
     lines: list[str] = []
     for paragraph in document.paragraphs:
@@ -164,6 +169,20 @@ def _read_docx(path: Path, data: bytes) -> RawText:
     if props.created:
         metadata["date"] = props.created.date().isoformat()
     return RawText("\n\n".join(lines), metadata)
+
+
+def _check_unpacked_size(path: Path, data: bytes) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile as exc:
+        raise DocumentError(path, f"not a valid .docx (zip) file: {exc}") from exc
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise DocumentError(
+            path,
+            f"unpacks to {unpacked:,} bytes from {len(data):,} (over {MAX_UNPACKED_BYTES:,}): "
+            "refused as a likely zip bomb",
+        )
 
 
 READERS: dict[str, Callable[[Path, bytes], RawText]] = {

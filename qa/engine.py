@@ -63,6 +63,7 @@ class Verbatim:
             self.tokenizer,
             store=self.settings.store,
             max_file_bytes=int(self.settings.max_file_mb * 1024 * 1024),
+            parse_limits=self.settings.parse_limits,
         )
         report = builder.build(list(paths) if paths else [default_corpus_dir()], progress)
         self.reload()

@@ -4,7 +4,8 @@ Layout of an index directory:
 
     CURRENT            name of the version directory in use (replaced atomically)
     v-<version>/       manifest.json, documents.jsonl, chunks/ and sentences/ vector stores,
-                       keywords/ (BM25 over chunks)
+                       keywords/ (BM25 over chunks); the manifest holds every file's size and
+                       SHA-256, checked at load, so a damaged file is never read as an index
     .build-*/          a build in progress (removed by the next build if one was killed)
     .lock              held by the one build allowed at a time
 
@@ -31,8 +32,9 @@ import numpy as np
 
 from corpus.chunking import ChunkerSettings, chunk_document
 from corpus.errors import DocumentError
-from corpus.loader import SourceFile, discover, read_document
+from corpus.loader import SourceFile, discover
 from corpus.models import Chunk, Document, Span
+from corpus.sandbox import ParseLimits, ParserSandbox
 from corpus.tokenize import KeywordTokenizer
 from embeddings.encoder import Encoder
 from embeddings.store import FaissStore, Ids, VectorStore, chunk_vector_id
@@ -62,6 +64,15 @@ class IndexMismatchError(VerbatimIndexError):
 
 class IndexBusyError(VerbatimIndexError):
     pass
+
+
+class IndexCorruptError(VerbatimIndexError):
+    """A file of the index in use is missing, truncated or altered."""
+
+
+class IndexWriteError(VerbatimIndexError):
+    """A build could not write its new version (disk full, read-only folder); the previous
+    version is untouched."""
 
 
 @dataclass
@@ -153,8 +164,9 @@ def load_index(
         raise IndexNotFoundError(
             f"no index at {index_dir}: run `verbatim index [PATH...]` to build one"
         )
-    manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+    manifest = _read_manifest(directory)
     check_compatible(manifest, model_id, index_dir)
+    _verify_files(directory, manifest)
     dimension = int(manifest["dimension"])
     entries = {}
     with (directory / _DOCUMENTS).open(encoding="utf-8") as lines:
@@ -169,6 +181,54 @@ def load_index(
         sentence_store=(store or StoreSettings()).open_store(directory / "sentences", dimension),
         keywords=_load_keywords(directory, entries),
     )
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(directory, f"{_MANIFEST} cannot be read ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise _damaged(directory, f"{_MANIFEST} does not hold an object")
+    return manifest
+
+
+def _verify_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Every file the manifest lists has its recorded size and SHA-256 (an index written
+    before checksums existed lists none and is trusted as before)."""
+    for name, expected in manifest.get("files", {}).items():
+        path = directory / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise _damaged(directory, f"{name} is missing") from None
+        if size != expected["bytes"]:
+            raise _damaged(directory, f"{name} has {size:,} bytes, {expected['bytes']:,} written")
+        if _sha256(path) != expected["sha256"]:
+            raise _damaged(directory, f"{name} does not match its checksum")
+
+
+def _damaged(directory: Path, reason: str) -> IndexCorruptError:
+    return IndexCorruptError(
+        f"the index at {directory.parent} is damaged: {reason}. Run `verbatim index` to rebuild "
+        "it (your documents are not affected)"
+    )
+
+
+def _checksums(directory: Path) -> dict[str, dict[str, Any]]:
+    return {
+        path.relative_to(directory).as_posix(): {
+            "bytes": path.stat().st_size,
+            "sha256": _sha256(path),
+        }
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != _MANIFEST
+    }
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _load_keywords(directory: Path, entries: dict[str, IndexedDocument]) -> KeywordIndex:
@@ -255,6 +315,7 @@ class IndexBuilder:
         tokenizer: KeywordTokenizer | None = None,
         store: StoreSettings | None = None,
         max_file_bytes: int = 50 * 1024 * 1024,
+        parse_limits: ParseLimits | None = None,
     ) -> None:
         self.index_dir = index_dir
         self.encoder = encoder
@@ -262,11 +323,15 @@ class IndexBuilder:
         self.tokenizer = tokenizer or KeywordTokenizer()
         self.store = store or StoreSettings()
         self.max_file_bytes = max_file_bytes
+        self.parse_limits = parse_limits or ParseLimits()
 
     def build(self, paths: Sequence[Path], progress: BuildProgress | None = None) -> BuildReport:
         started = time.perf_counter()
         report = BuildReport()
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._write_error(exc) from exc
         with self._lock():
             _remove_stale_builds(self.index_dir)
             previous = self._previous_index()
@@ -274,21 +339,22 @@ class IndexBuilder:
             old = previous.entries if previous else {}
             entries: dict[str, IndexedDocument] = {}
             fresh: list[IndexedDocument] = []
-            for source in sources:
-                entry = old.get(source.doc_id)
-                if entry is not None and entry.content_hash == source.content_hash:
-                    entries[source.doc_id] = entry
-                    report.unchanged.append(source.doc_id)
-                    continue
-                new_entry = self._read(source, report)
-                if new_entry is None:
-                    if entry is not None:  # keep the last good version rather than lose it
+            with ParserSandbox(self.parse_limits) as sandbox:
+                for source in sources:
+                    entry = old.get(source.doc_id)
+                    if entry is not None and entry.content_hash == source.content_hash:
                         entries[source.doc_id] = entry
-                        report.kept_after_failure.append(source.doc_id)
-                    continue
-                entries[source.doc_id] = new_entry
-                fresh.append(new_entry)
-                (report.updated if entry is not None else report.added).append(source.doc_id)
+                        report.unchanged.append(source.doc_id)
+                        continue
+                    new_entry = self._read(sandbox, source, report)
+                    if new_entry is None:
+                        if entry is not None:  # keep the last good version rather than lose it
+                            entries[source.doc_id] = entry
+                            report.kept_after_failure.append(source.doc_id)
+                        continue
+                    entries[source.doc_id] = new_entry
+                    fresh.append(new_entry)
+                    (report.updated if entry is not None else report.added).append(source.doc_id)
             report.removed = sorted(set(old) - set(entries))
             report.chunks_total = sum(len(e.chunks) for e in entries.values())
             version = self._version(entries)
@@ -316,7 +382,7 @@ class IndexBuilder:
             previous = load_index(self.index_dir, None, self.store)
         except IndexNotFoundError:
             return None
-        except (IndexMismatchError, OSError, ValueError, KeyError) as exc:
+        except (IndexMismatchError, IndexCorruptError, OSError, ValueError, KeyError) as exc:
             log.warning("previous_index_unusable", reason=str(exc))
             return None
         same_model = previous.manifest.get("model") == self.encoder.model_id
@@ -326,9 +392,11 @@ class IndexBuilder:
             return None
         return previous
 
-    def _read(self, source: SourceFile, report: BuildReport) -> IndexedDocument | None:
+    def _read(
+        self, sandbox: ParserSandbox, source: SourceFile, report: BuildReport
+    ) -> IndexedDocument | None:
         try:
-            document = read_document(source)
+            document = sandbox.read(source)
         except DocumentError as error:
             report.failed.append(error)
             log.warning("document_skipped", path=error.path, reason=error.reason)
@@ -435,7 +503,53 @@ class IndexBuilder:
         keywords: tuple[KeywordIndex, list[list[str]]],
         sources: list[str],
     ) -> None:
-        building = Path(tempfile.mkdtemp(prefix=".build-", dir=self.index_dir))
+        """Write the new version beside the old one, then swap `CURRENT`; when writing fails
+        (disk full, read-only folder) the half-written version is removed and nothing swaps."""
+        try:
+            building = Path(tempfile.mkdtemp(prefix=".build-", dir=self.index_dir))
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+        try:
+            self._write_version(
+                building, version, entries, chunk_store, sentence_store, keywords, sources
+            )
+        except (OSError, RuntimeError) as exc:  # FAISS reports failed writes as RuntimeError
+            shutil.rmtree(building, ignore_errors=True)
+            raise self._write_error(exc) from exc
+        target = self.index_dir / f"v-{version}"
+        previous = current_version_dir(self.index_dir)
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            os.replace(building, target)
+            _atomic_write(self.index_dir / _CURRENT, target.name)
+        except OSError as exc:  # CURRENT still names the previous version
+            shutil.rmtree(building, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
+            raise self._write_error(exc) from exc
+        # The version just replaced stays one build longer, for readers still opening it.
+        for old in self.index_dir.glob("v-*"):
+            if old not in (target, previous):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _write_error(self, exc: Exception) -> IndexWriteError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return IndexWriteError(
+            f"cannot write the index at {self.index_dir}: {reason}. The previous index is "
+            "unchanged and still answers; free disk space or make the folder writable (or set "
+            "VERBATIM_INDEX_DIR), then run `verbatim index` again"
+        )
+
+    def _write_version(
+        self,
+        building: Path,
+        version: str,
+        entries: dict[str, IndexedDocument],
+        chunk_store: VectorStore,
+        sentence_store: VectorStore,
+        keywords: tuple[KeywordIndex, list[list[str]]],
+        sources: list[str],
+    ) -> None:
         with (building / _DOCUMENTS).open("w", encoding="utf-8") as out:
             for doc_id in sorted(entries):
                 out.write(json.dumps(_entry_to_json(entries[doc_id]), ensure_ascii=False) + "\n")
@@ -465,23 +579,18 @@ class IndexBuilder:
                 }
                 for doc_id, e in sorted(entries.items())
             },
+            "files": _checksums(building),
         }
         (building / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         _fsync_tree(building)
-        target = self.index_dir / f"v-{version}"
-        previous = current_version_dir(self.index_dir)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(building, target)
-        _atomic_write(self.index_dir / _CURRENT, target.name)
-        # The version just replaced stays one build longer, for readers still opening it.
-        for old in self.index_dir.glob("v-*"):
-            if old not in (target, previous):
-                shutil.rmtree(old, ignore_errors=True)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        with (self.index_dir / ".lock").open("w") as handle:
+        try:
+            handle = (self.index_dir / ".lock").open("w")
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
@@ -531,11 +640,14 @@ def _remove_stale_builds(index_dir: Path) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 

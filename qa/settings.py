@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corpus.chunking import ChunkerSettings
+from corpus.sandbox import ParseLimits
 from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
 from embeddings.store import StoreConfig
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
     hnsw_threshold: int = Field(20_000, ge=1)  # vectors from which "auto" uses HNSW
     ivf_nprobe: int = Field(128, ge=1)
     max_file_mb: float = Field(50, gt=0)
+    parse_timeout_s: float = Field(60, gt=0)  # per document; a longer parse is stopped
+    parse_memory_mb: int = Field(2048, ge=256)  # address space of the parsing process
     log_level: str = "WARNING"
     # HTTP door
     host: str = "127.0.0.1"
@@ -102,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def resolved_index_dir(self) -> Path:
         return self.index_dir or self.home / "index"
+
+    @property
+    def parse_limits(self) -> ParseLimits:
+        return ParseLimits(timeout_s=self.parse_timeout_s, memory_mb=self.parse_memory_mb)
 
     @property
     def chunker(self) -> ChunkerSettings:
