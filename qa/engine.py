@@ -11,6 +11,7 @@ from corpus.loader import default_corpus_dir
 from corpus.metadata import detect_language
 from corpus.models import Document
 from corpus.tokenize import KeywordTokenizer
+from embeddings.batching import QueryBatcher
 from embeddings.encoder import Encoder
 from embeddings.store import set_search_threads
 from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
@@ -45,6 +46,15 @@ class Verbatim:
         self.encoder = encoder or Encoder(self.settings.encoder)
         set_search_threads(1)  # one question per search: OpenMP threads only add overhead
         self.tokenizer = KeywordTokenizer(self.settings.tokenizer)
+        self.batcher = (
+            QueryBatcher(
+                self.encoder.encode_queries,
+                self.settings.query_batch,
+                self.settings.query_batch_wait_ms,
+            )
+            if self.settings.query_batch > 1
+            else None
+        )
         self._reranker: Reranker | None = None
         self._reranker_ready = False
         self._index: Index | None = None
@@ -175,7 +185,11 @@ class Verbatim:
             raise ValueError("the question is empty")
         return Query(
             text=question,
-            vector=self.encoder.encode_queries([question])[0],
+            vector=(
+                self.batcher.encode(question)
+                if self.batcher is not None
+                else self.encoder.encode_queries([question])[0]
+            ),
             tokens=self.tokenizer.tokenize(question),
             semantic=self._understood(detect_language(question)),
         )

@@ -79,10 +79,16 @@ class Settings(BaseSettings):
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     log_questions: bool = False  # question text in access logs
-    query_workers: int = Field(2, ge=1, le=64)  # questions encoded at once; more only queue
-    # Intra-op threads of the encoder. 0: one per core for the CLI; for the server, the cores
-    # shared among query workers, so concurrent questions never oversubscribe them. FAISS
-    # searches one question at a time single-threaded (faster: 15.5 vs 18.1 ms p50, SciFact).
+    query_workers: int = Field(8, ge=1, le=256)  # questions answered at once; more wait
+    max_queued: int = Field(64, ge=0)  # questions waiting beyond these get 503 + Retry-After
+    # Micro-batching: questions that arrive together are encoded in one call of at most
+    # `query_batch` (1 turns it off), waiting at most `query_batch_wait_ms` for company.
+    query_batch: int = Field(32, ge=1, le=1024)
+    query_batch_wait_ms: float = Field(1.0, ge=0, le=100)
+    # Intra-op threads of the encoder. 0: one per core, used by one batch at a time (without
+    # micro-batching in the server: the cores shared among query workers, so concurrent
+    # questions never oversubscribe them). FAISS searches one question at a time
+    # single-threaded (faster: 15.5 vs 18.1 ms p50, SciFact).
     threads: int = Field(0, ge=0, le=256)
     # Slack door
     slack_follow_ups: bool = True  # answer follow-ups in threads the bot answered, unmentioned
@@ -166,7 +172,7 @@ class Settings(BaseSettings):
 
     def for_server(self) -> Settings:
         """These settings with `threads` resolved for `query_workers` concurrent questions."""
-        if self.threads:
+        if self.threads or self.query_batch > 1:
             return self
         cores = os.cpu_count() or 1
         return self.model_copy(update={"threads": max(1, cores // self.query_workers)})

@@ -105,8 +105,10 @@ def test_server_threads_share_the_cores_among_query_workers() -> None:
     from qa.settings import Settings
 
     cores = os.cpu_count() or 1
-    assert Settings(query_workers=2).for_server().threads == max(1, cores // 2)
-    assert Settings(query_workers=64).for_server().threads == 1
+    assert Settings(query_workers=2, query_batch=1).for_server().threads == max(1, cores // 2)
+    assert Settings(query_workers=64, query_batch=1).for_server().threads == 1
+    # Micro-batching: one batch at a time, on every core.
+    assert Settings(query_workers=64).for_server().threads == 0
     assert Settings(threads=3).for_server().threads == 3  # an explicit setting wins
 
 

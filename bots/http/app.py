@@ -94,8 +94,20 @@ def create_app(
         threading.Thread(target=load, name="verbatim-load", daemon=True).start()
         yield
 
+    capacity = settings.query_workers + settings.max_queued
+    in_flight = [0]  # touched only on the event loop: no lock
+
     async def in_worker(function: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(partial(function, *args), limiter=workers[0])
+        """Run `function` on a query worker; shed load with 503 rather than queue unboundedly."""
+        if in_flight[0] >= capacity:
+            raise ServerBusy(in_flight[0])
+        in_flight[0] += 1
+        metrics.in_flight.set(in_flight[0])
+        try:
+            return await anyio.to_thread.run_sync(partial(function, *args), limiter=workers[0])
+        finally:
+            in_flight[0] -= 1
+            metrics.in_flight.set(in_flight[0])
 
     app = FastAPI(
         title="Verbatim",
@@ -193,6 +205,13 @@ def create_app(
         )
     app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+class ServerBusy(Exception):
+    """More questions in progress than workers plus queue: answered 503 with Retry-After."""
+
+    def __init__(self, in_flight: int) -> None:
+        super().__init__(f"the server is busy ({in_flight} questions in progress); retry shortly")
 
 
 def _mount_slack(app: FastAPI, adapter: SlackAdapter) -> None:
@@ -304,6 +323,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(ServerBusy)
+    async def busy(request: Request, exc: ServerBusy) -> JSONResponse:
+        return _error(503, str(exc), {"Retry-After": "1"}, code="busy")
 
     @app.exception_handler(VectorStoreUnavailable)
     async def store_down(request: Request, exc: VectorStoreUnavailable) -> JSONResponse:

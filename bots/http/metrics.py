@@ -32,6 +32,11 @@ class Metrics:
             "verbatim_index_documents", "Documents in the index", registry=self.registry
         )
         self.chunks = Gauge("verbatim_index_chunks", "Chunks in the index", registry=self.registry)
+        self.in_flight = Gauge(
+            "verbatim_questions_in_flight",
+            "Questions being answered or waiting for a worker",
+            registry=self.registry,
+        )
         self.ready = Gauge(
             "verbatim_ready", "1 when the model and index are loaded", registry=self.registry
         )

@@ -1,0 +1,81 @@
+"""Micro-batching: questions that arrive together are encoded in one encoder call.
+
+Under load, many request threads each want one question encoded. One call with a batch of 32
+costs far less than 32 calls of one (the model runs once over a padded matrix), so a single
+encoder thread takes every question waiting — at most `max_batch`, waiting at most
+`max_wait_ms` after the first for more to arrive — and hands each caller its own vector.
+A lone question waits at most `max_wait_ms`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+EncodeBatch = Callable[[Sequence[str]], npt.NDArray[np.float32]]
+
+
+class QueryBatcher:
+    def __init__(self, encode: EncodeBatch, max_batch: int = 32, max_wait_ms: float = 1.0) -> None:
+        self._encode = encode
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self._waiting: queue.SimpleQueue[tuple[str, Future[Vector]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.batches = 0  # encoder calls made, for metrics and tests
+        self.encoded = 0
+
+    def encode(self, text: str) -> Vector:
+        """The vector of `text`, encoded together with whatever questions arrive with it."""
+        result: Future[Vector] = Future()
+        self._ensure_thread()
+        self._waiting.put((text, result))
+        return result.result()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="verbatim-query-batcher", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._waiting.get()]
+            deadline = time.perf_counter() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._waiting.get_nowait())
+                    continue
+                except queue.Empty:
+                    pass
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(self._waiting.get(timeout=left))
+                except queue.Empty:
+                    break
+            self._encode_batch(batch)
+
+    def _encode_batch(self, batch: list[tuple[str, Future[Vector]]]) -> None:
+        try:
+            vectors = self._encode([text for text, _ in batch])
+        except BaseException as exc:  # every caller gets the error; the thread keeps serving
+            for _, result in batch:
+                result.set_exception(exc)
+            return
+        self.batches += 1
+        self.encoded += len(batch)
+        for (_, result), vector in zip(batch, vectors, strict=True):
+            result.set_result(vector)
