@@ -79,10 +79,6 @@ def test_fifty_clients_during_a_reindex_each_get_their_own_answer(
         version = reply.body["index_version"]
         assert version in expected, version
         assert quote_key(reply.body) == expected[version][reply.question], reply.question
-    served = {reply.body["index_version"] for reply in run.replies}
-    print(
-        run.summary(), {v: sum(r.body["index_version"] == v for r in run.replies) for v in served}
-    )
     assert "about 80,000" in engine.ask(TROOPS).quotes[0].text
 
 
