@@ -1,10 +1,18 @@
-"""HTTP load on `POST /v1/ask`: answers/s and latency percentiles at several concurrencies.
+"""HTTP load on `POST /v1/ask`: throughput and latency, micro-batching on and off, and a
+reliability run with re-indexes underneath.
 
-    python -m bench.http_load [--seconds 15] [--concurrency 1 8 32]
+    python -m bench.http_load [--seconds 10] [--reliability-seconds 60] [--clients 50]
 
-The server runs in its own process (`verbatim serve` on a free loopback port, rate limit off);
-the load comes from an httpx async client in this process. Each level is bounded in time. The
-in-process `ask` latency is measured in the same run, as the baseline the HTTP numbers add to.
+`verbatim serve` runs in its own process on a loopback port (rate limit off); the load comes
+from an async httpx driver (`bench.load`) in this process. Every phase is bounded in time.
+
+1. Levels: 1, 8 and 32 concurrent clients, the default configuration.
+2. Micro-batching: 32 clients with it off (`VERBATIM_QUERY_BATCH=1`, 2 workers: the old
+   configuration) and on (the default), in the same run.
+3. Reliability: `--clients` clients for `--reliability-seconds` while `verbatim index` re-indexes
+   a corpus whose documents flip between two versions, again and again. Every answer must be
+   the answer to its own question from the index version it names (expected answers come from
+   an in-process engine on each version); the server's RSS is read before and after.
 """
 
 from __future__ import annotations
@@ -12,8 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +36,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.load import LoadRun, drive, quote_key
 from bench.server import served
+from corpus.loader import default_corpus_dir
 from qa.engine import Verbatim
 from qa.settings import Settings
 
@@ -31,34 +46,54 @@ ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
     json.loads(line)["question"] for line in (ROOT / "eval" / "seed_questions.jsonl").open()
 ]
+_EDITED = "001_dd8c4ca6def8021f.txt"
+_QUIET = {"VERBATIM_RATE_LIMIT": "", "VERBATIM_LOG_LEVEL": "ERROR"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per level")
+    parser.add_argument("--reliability-seconds", type=float, default=60.0)
+    parser.add_argument("--clients", type=int, default=50, help="in the reliability run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "http_load.json")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as home:
-        engine = Verbatim(Settings(home=Path(home)))
-        engine.build_index()
+    with tempfile.TemporaryDirectory() as scratch:
+        home, corpus = Path(scratch) / "home", Path(scratch) / "corpus"
+        shutil.copytree(default_corpus_dir(), corpus)
+        engine = Verbatim(Settings(home=home))
+        engine.build_index([corpus])
         in_process = [_timed_ms(lambda q=q: engine.ask(q)) for q in QUESTIONS * 3]
-        env = {"VERBATIM_HOME": home, "VERBATIM_RATE_LIMIT": "", "VERBATIM_LOG_LEVEL": "ERROR"}
+        env = {"VERBATIM_HOME": str(home), **_QUIET}
         with served(env) as url:
             _wait_ready(url)
-            levels = [
-                asyncio.run(_load(url, clients, args.seconds)) for clients in args.concurrency
-            ]
+            levels = [_load(url, clients, args.seconds) for clients in (1, 8, 32)]
+        batching = {}
+        for name, extra in (
+            ("off", {"VERBATIM_QUERY_BATCH": "1", "VERBATIM_QUERY_WORKERS": "2"}),
+            ("on", {}),
+        ):
+            with served({**env, **extra}) as url:
+                _wait_ready(url)
+                _load(url, 32, 2)  # warm-up
+                batching[name] = _load(url, 32, args.seconds)
+        reliability = _reliability(Path(scratch), corpus, args.clients, args.reliability_seconds)
+
     results = {
         "in_process_ask_ms": {
             "p50": round(statistics.median(in_process), 2),
             "p95": round(float(np.percentile(in_process, 95)), 2),
         },
-        "seconds_per_level": args.seconds,
         "levels": levels,
+        "batching": {
+            **batching,
+            "throughput_ratio": round(
+                batching["on"]["answers_per_s"] / batching["off"]["answers_per_s"], 2
+            ),
+        },
+        "reliability": reliability,
     }
     _print(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -66,57 +101,115 @@ def main() -> None:
     Console(stderr=True).print(f"wrote {args.out}")
 
 
-async def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    deadline = time.perf_counter() + seconds
+def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
+    run = asyncio.run(drive(url, QUESTIONS, clients, seconds))
+    return run.summary()
 
-    async def client(worker: int, http: httpx.AsyncClient) -> None:
-        turn = worker
-        while time.perf_counter() < deadline:
-            question = QUESTIONS[turn % len(QUESTIONS)]
-            turn += clients
+
+def _reliability(scratch: Path, corpus: Path, clients: int, seconds: float) -> dict[str, Any]:
+    """Answers checked against both index versions while re-indexes flip between them."""
+    original = (corpus / _EDITED).read_text()
+    states = [original, original.replace("about 100,000", "about 80,000")]
+    expected: dict[str, dict[str, Any]] = {}
+    for number, text in enumerate(states):
+        (corpus / _EDITED).write_text(text)
+        engine = Verbatim(Settings(home=scratch / f"expected-{number}"))
+        version = engine.build_index([corpus]).index_version
+        expected[version] = {q: quote_key(engine.ask(q).model_dump(mode="json")) for q in QUESTIONS}
+    (corpus / _EDITED).write_text(states[0])
+    home = scratch / "reliability"
+    Verbatim(Settings(home=home)).build_index([corpus])
+
+    stop = threading.Event()
+    reindexes: list[float] = []
+
+    def reindex_forever() -> None:
+        turn = 1
+        while not stop.is_set():
+            (corpus / _EDITED).write_text(states[turn % 2])
             started = time.perf_counter()
-            try:
-                response = await http.post(f"{url}/v1/ask", json={"question": question})
-                ok = response.status_code == 200 and response.json()["question"] == question
-                key = "ok" if ok else f"status {response.status_code}"
-            except httpx.HTTPError as exc:
-                key = type(exc).__name__
-            if key == "ok":
-                latencies.append((time.perf_counter() - started) * 1000)
-            else:
-                errors[key] = errors.get(key, 0) + 1
+            subprocess.run(
+                [sys.executable, "-m", "bots.cli", "index", str(corpus)],
+                env={**os.environ, "VERBATIM_HOME": str(home)},
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=True,
+            )
+            reindexes.append(time.perf_counter() - started)
+            turn += 1
 
-    limits = httpx.Limits(max_connections=clients)
-    started = time.perf_counter()
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
-        await asyncio.gather(*(client(worker, http) for worker in range(clients)))
-    elapsed = time.perf_counter() - started
+    with served({"VERBATIM_HOME": str(home), **_QUIET}) as url:
+        _wait_ready(url)
+        rss_before = _rss(url)
+        indexer = threading.Thread(target=reindex_forever, daemon=True)
+        indexer.start()
+        run = asyncio.run(drive(url, QUESTIONS, clients, seconds))
+        stop.set()
+        indexer.join()
+        rss_after = _rss(url)
+    wrong = _wrong_answers(run, expected)
     return {
-        "clients": clients,
-        "answers": len(latencies),
-        "answers_per_s": round(len(latencies) / elapsed, 1),
-        "errors": errors,
-        **{f"p{p}_ms": round(float(np.percentile(latencies, p)), 1) for p in (50, 95, 99)},
+        **run.summary(),
+        "reindexes": len(reindexes),
+        "reindex_s_mean": round(statistics.mean(reindexes), 1) if reindexes else None,
+        "answers_by_version": {
+            v: sum(r.body.get("index_version") == v for r in run.answered) for v in expected
+        },
+        "wrong_or_mixed_answers": wrong,
+        "rss_mb_before": rss_before,
+        "rss_mb_after": rss_after,
     }
+
+
+def _wrong_answers(run: LoadRun, expected: dict[str, dict[str, Any]]) -> int:
+    wrong = 0
+    for reply in run.answered:
+        version = reply.body["index_version"]
+        if (
+            reply.body["question"] != reply.question
+            or version not in expected
+            or quote_key(reply.body) != expected[version][reply.question]
+        ):
+            wrong += 1
+    return wrong
+
+
+def _rss(url: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return round(float(line.split()[1]) / 2**20, 1)
+    raise RuntimeError("the server's /metrics has no process_resident_memory_bytes")
 
 
 def _print(results: dict[str, Any]) -> None:
     base = results["in_process_ask_ms"]
+    console = Console(width=120)
     table = Table(title=f"POST /v1/ask (in-process ask p50 {base['p50']} ms, p95 {base['p95']} ms)")
-    for column in ("clients", "answers/s", "p50 ms", "p95 ms", "p99 ms", "errors"):
+    for column in ("run", "clients", "answers/s", "p50 ms", "p95 ms", "p99 ms", "statuses"):
         table.add_column(column, justify="right")
-    for level in results["levels"]:
+    rows = [("default", level) for level in results["levels"]]
+    rows += [(f"batching {name}", results["batching"][name]) for name in ("off", "on")]
+    rows.append(("reliability", results["reliability"]))
+    for name, level in rows:
         table.add_row(
+            name,
             str(level["clients"]),
             str(level["answers_per_s"]),
             str(level["p50_ms"]),
             str(level["p95_ms"]),
             str(level["p99_ms"]),
-            str(sum(level["errors"].values())),
+            json.dumps({**level["statuses"], **level["transport_errors"]}),
         )
-    Console(width=120).print(table)
+    console.print(table)
+    reliability = results["reliability"]
+    console.print(
+        f"micro-batching: {results['batching']['throughput_ratio']}x answers/s at 32 clients; "
+        f"reliability: {reliability['reindexes']} re-indexes, "
+        f"{reliability['wrong_or_mixed_answers']} wrong or mixed answers, answers by version "
+        f"{reliability['answers_by_version']}, RSS {reliability['rss_mb_before']} → "
+        f"{reliability['rss_mb_after']} MB"
+    )
 
 
 def _wait_ready(url: str, timeout: float = 120) -> None:
