@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     slack_follow_ups: bool = True  # answer follow-ups in threads the bot answered, unmentioned
     slack_show_closest: bool = False  # with no answer, offer the closest passage
     slack_answer_bots: bool = False  # answer messages from other apps' bots
+    # Mention storms: questions answered per user and per channel ("" turns a limit off);
+    # over a limit the asker gets one polite "wait N s" per window, then silence.
+    slack_user_rate: str = "10/minute"
+    slack_channel_rate: str = "30/minute"
 
     @field_validator("log_level")
     @classmethod

@@ -69,7 +69,7 @@ class Bot:
 def bot(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[Bot]:
     corpus = seeds_with(tmp_path_factory.mktemp("slack-corpus"), "hostile.txt", HOSTILE)
     home = tmp_path_factory.mktemp("slack-home")
-    settings = Settings(home=home, rate_limit="")
+    settings = Settings(home=home, rate_limit="", slack_user_rate="", slack_channel_rate="")
     engine = Verbatim(settings, encoder)
     engine.build_index([corpus])
     api = FakeSlackAPI()
@@ -530,3 +530,52 @@ def test_socket_mode_answers_acks_and_reconnects(tmp_path: Path, encoder: Encode
         socket_mode.close()
         api.close()
     assert len(api.calls_to("chat.postMessage", "CSOCKET")) == 1  # the retried envelope: once
+
+
+def test_mention_storm_is_rate_limited_per_user_and_channel_politely(bot: Bot) -> None:
+    settings = Settings(
+        home=bot.home, rate_limit="", slack_user_rate="3/minute", slack_channel_rate="6/minute"
+    )
+    slack = SlackSettings(
+        bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_base_url=bot.api.url
+    )
+    with LiveServer(create_app(settings, bot.engine, slack)) as server:
+        server.wait_ready()
+        storm = Bot(
+            bot.api, SlackDriver(f"{server.url}/slack/events", bot.api), bot.engine, bot.home
+        )
+        for _ in range(6):  # one user, six questions in a burst: three answered
+            storm.driver.event(_mention_event(storm, "U50", "CSTORM"))
+        for user in ("U51", "U52", "U53", "U54"):  # others still get answers, up to the channel's
+            storm.driver.event(_mention_event(storm, user, "CSTORM"))
+        storm.barrier()
+        bot.api.wait_for("chat.postMessage", 8, channel="CSTORM")
+        storm.barrier()
+        posted = bot.replies("CSTORM")
+
+    answers = [m for m in posted if "Please wait" not in m["text"]]
+    polite = [m for m in posted if "Please wait" in m["text"]]
+    assert len(answers) == 6  # 3 for U50, then U51–U53 until the channel's 6
+    assert len(polite) == 2  # U50 once (not once per extra message), and U54 at the channel cap
+    assert all(m.get("thread_ts") for m in polite)  # in the asker's thread, not the channel
+
+
+def _mention_event(bot: Bot, user: str, channel: str) -> dict[str, Any]:
+    return {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER}> {TROOPS}",
+        "ts": bot.ts(),
+        "channel": channel,
+    }
+
+
+def test_oversized_payload_is_refused_before_it_is_read(bot: Bot) -> None:
+    event = _mention_event(bot, "U60", "CHUGE")
+    event["text"] += " padding" * 20_000  # ~160 kB, over the 64 kB body limit
+    body = json.dumps({"type": "event_callback", "event_id": "EvHUGE", "event": event})
+    response = bot.driver.post(body)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    bot.barrier()
+    assert bot.replies("CHUGE") == []

@@ -8,12 +8,17 @@ answered once per `event_id` and once per (channel, message ts).
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
+from limits import RateLimitItem
+from limits import parse as parse_rate
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -60,6 +65,30 @@ class _Seen:
         return fresh
 
 
+class _Throttle:
+    """Questions per user and per channel within moving windows."""
+
+    def __init__(self, per_user: str, per_channel: str) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._rules: list[tuple[str, RateLimitItem]] = [
+            (kind, parse_rate(rate))
+            for kind, rate in (("user", per_user), ("channel", per_channel))
+            if rate
+        ]
+
+    def wait_seconds(self, user: str | None, channel: str) -> int:
+        """0 when this question may be answered now (and counted); else seconds to wait."""
+        subject = {"user": user or "", "channel": channel}
+        keys = [(rule, f"{kind}:{subject[kind]}") for kind, rule in self._rules]
+        for rule, key in keys:
+            if not self._limiter.test(rule, key):
+                reset = self._limiter.get_window_stats(rule, key).reset_time
+                return max(1, math.ceil(reset - time.time()))
+        for rule, key in keys:
+            self._limiter.hit(rule, key)
+        return 0
+
+
 class SlackAdapter:
     def __init__(
         self,
@@ -77,6 +106,8 @@ class SlackAdapter:
         )
         self.feedback = FeedbackStore(settings.home / "feedback.sqlite")
         self._seen = _Seen(DEDUPE_SECONDS)
+        self._throttle = _Throttle(settings.slack_user_rate, settings.slack_channel_rate)
+        self._told_to_wait = _Seen(60)
         self._threads: OrderedDict[tuple[str, str], list[str]] = OrderedDict()  # questions asked
         self._threads_lock = threading.Lock()
         self.app = App(
@@ -145,6 +176,10 @@ class SlackAdapter:
         if not question:
             respond(text=USAGE, response_type="ephemeral")
             return
+        wait = self._throttle.wait_seconds(command.get("user_id"), command.get("channel_id", ""))
+        if wait:
+            respond(text=_slow_down(wait), response_type="ephemeral")
+            return
         answer = self.engine.ask(question)
         key = self.feedback.remember(answer, command.get("user_id"), command.get("channel_id"))
         text, blocks = answer_message(answer, key, self.settings.slack_show_closest, feedback=False)
@@ -193,6 +228,12 @@ class SlackAdapter:
     ) -> None:
         if not question:
             self._post(channel=channel, thread_ts=thread, text=USAGE)
+            return
+        wait = self._throttle.wait_seconds(user, channel)
+        if wait:
+            log.info("slack_rate_limited", user=user, channel=channel, wait_s=wait)
+            if self._told_to_wait.first_time(f"{user}:{channel}"):  # once, not once per message
+                self._post(channel=channel, thread_ts=thread or ts, text=_slow_down(wait))
             return
         self._react("reactions_add", channel, ts)
         try:
@@ -245,6 +286,13 @@ class SlackAdapter:
             self._threads.move_to_end((channel, thread))
             while len(self._threads) > 10_000:
                 self._threads.popitem(last=False)
+
+
+def _slow_down(seconds: int) -> str:
+    return (
+        f"I'm getting more questions than I can answer well right now. Please wait about "
+        f"{seconds} s and ask again."
+    )
 
 
 def _question(text: str) -> str:
