@@ -16,7 +16,11 @@ TOP_K_LIMIT = 20
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=QUESTION_LIMIT)
+    # The pattern tells API clients (and schema-driven fuzzers) what the validator enforces:
+    # at least one character that is not white space.
+    question: str = Field(
+        min_length=1, max_length=QUESTION_LIMIT, json_schema_extra={"pattern": r"\S"}
+    )
     top_k: int | None = Field(None, ge=1, le=TOP_K_LIMIT, description="quotes wanted (default 3)")
     filters: Filters | None = None
     mode: Mode | None = Field(None, description="dense, bm25 or hybrid (default: the server's)")
