@@ -333,6 +333,7 @@ class IndexBuilder:
         except OSError as exc:
             raise self._write_error(exc) from exc
         with self._lock():
+            self._check_writable()  # before minutes of encoding, not after
             _remove_stale_builds(self.index_dir)
             previous = self._previous_index()
             sources, report.failed = discover(paths, self.max_file_bytes)
@@ -531,6 +532,13 @@ class IndexBuilder:
         for old in self.index_dir.glob("v-*"):
             if old not in (target, previous):
                 shutil.rmtree(old, ignore_errors=True)
+
+    def _check_writable(self) -> None:
+        try:
+            with tempfile.TemporaryFile(dir=self.index_dir):
+                pass
+        except OSError as exc:
+            raise self._write_error(exc) from exc
 
     def _write_error(self, exc: Exception) -> IndexWriteError:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
