@@ -3,6 +3,7 @@ the rerankers (including a user's own CrossEncoder) and the multilingual encoder
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -118,7 +119,11 @@ def test_an_index_from_before_bm25_still_searches_by_keywords(
     engine.build_index()
     version = current_version_dir(engine.settings.resolved_index_dir)
     assert version is not None
-    shutil.rmtree(version / "keywords")
+    shutil.rmtree(version / "keywords")  # and the manifest as it was before BM25 and checksums
+    manifest = json.loads((version / "manifest.json").read_text())
+    for newer in ("keywords", "files"):
+        del manifest[newer]
+    (version / "manifest.json").write_text(json.dumps(manifest))
     engine.reload()
     assert "100,000" in engine.search(TROOPS, 1, mode="bm25").passages[0].text
 

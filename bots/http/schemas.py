@@ -10,6 +10,11 @@ from qa.filters import Filters
 from qa.retriever import Mode
 
 QUESTION_LIMIT = 2000
+# Any character outside Python's white space (`str.isspace`), which the validator strips.
+_NOT_BLANK = (
+    r"[^\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029"
+    r"\u202f\u205f\u3000]"
+)
 TOP_K_LIMIT = 20
 
 
@@ -17,9 +22,10 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # The pattern tells API clients (and schema-driven fuzzers) what the validator enforces:
-    # at least one character that is not white space.
+    # at least one character that is not white space, spelled out because regex dialects
+    # disagree on what `\s` covers.
     question: str = Field(
-        min_length=1, max_length=QUESTION_LIMIT, json_schema_extra={"pattern": r"\S"}
+        min_length=1, max_length=QUESTION_LIMIT, json_schema_extra={"pattern": _NOT_BLANK}
     )
     top_k: int | None = Field(None, ge=1, le=TOP_K_LIMIT, description="quotes wanted (default 3)")
     filters: Filters | None = None
