@@ -1,10 +1,11 @@
 """Micro-batching: questions that arrive together are encoded in one encoder call.
 
 Under load, many request threads each want one question encoded. One call with a batch of 32
-costs far less than 32 calls of one (the model runs once over a padded matrix), so a single
-encoder thread takes every question waiting — at most `max_batch`, waiting at most
-`max_wait_ms` after the first for more to arrive — and hands each caller its own vector.
-A lone question waits at most `max_wait_ms`.
+costs less than 32 calls of one (the model runs once over a padded matrix), so a single
+encoder thread takes every question waiting — at most `max_batch` — and hands each caller its
+own vector. While one batch encodes, the next forms. Under load (the last batch held more
+than one question) it also waits up to `max_wait_ms` after the first question for company; a
+question on an idle server is encoded at once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class QueryBatcher:
         self._start_lock = threading.Lock()
         self.batches = 0  # encoder calls made, for metrics and tests
         self.encoded = 0
+        self._last_size = 0
 
     def encode(self, text: str) -> Vector:
         """The vector of `text`, encoded together with whatever questions arrive with it."""
@@ -52,7 +54,8 @@ class QueryBatcher:
     def _run(self) -> None:
         while True:
             batch = [self._waiting.get()]
-            deadline = time.perf_counter() + self.max_wait_s
+            busy = self._last_size > 1  # idle servers do not make a lone question wait
+            deadline = time.perf_counter() + (self.max_wait_s if busy else 0.0)
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._waiting.get_nowait())
@@ -77,5 +80,6 @@ class QueryBatcher:
             return
         self.batches += 1
         self.encoded += len(batch)
+        self._last_size = len(batch)
         for (_, result), vector in zip(batch, vectors, strict=True):
             result.set_result(vector)

@@ -122,7 +122,11 @@ class Verbatim:
         candidates = self._candidates(
             index, query, max(self.settings.candidates, top_k), filters, mode
         )
-        ranked = QuoteSelector(index, self.tokenizer, self.settings.quotes).rank(query, candidates)
+        # Enough distinct quotes for `diverse` to spread top_k over documents; comparing every
+        # quote with every kept one was the largest cost of an answer after the encoder.
+        ranked = QuoteSelector(index, self.tokenizer, self.settings.quotes).rank(
+            query, candidates, limit=max(5 * top_k, 25)
+        )
         threshold = self.settings.answer_threshold(self.encoder.model_id)
         answering = [q for q in ranked if q.score >= threshold]
         if answering:

@@ -95,10 +95,14 @@ class Index:
     keywords: KeywordIndex
     chunks_by_vector_id: dict[int, Chunk] = field(init=False)
     chunk_of_sentence: dict[int, Chunk] = field(init=False)  # by sentence vector id
+    # What later stages derive from a sentence once per loaded index (quote selection's word
+    # sets), by sentence vector id: computed on first use, never per question.
+    sentence_memo: dict[int, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.chunks_by_vector_id = {}
         self.chunk_of_sentence = {}
+        self.sentence_memo = {}
         for doc_id, entry in self.entries.items():
             for chunk in entry.chunks:
                 self.chunks_by_vector_id[chunk_vector_id(chunk.chunk_id)] = chunk
@@ -148,11 +152,28 @@ def sentence_vector_id(doc_id: str, index: int) -> int:
 
 
 def current_version_dir(index_dir: Path) -> Path | None:
+    """The version directory `CURRENT` names. Asked on every question (so a server picks up
+    re-indexes): the file is read again only when its inode or mtime changed (a build
+    replaces it with `os.replace`, which changes the inode)."""
+    path = index_dir / _CURRENT
     try:
-        name = (index_dir / _CURRENT).read_text(encoding="utf-8").strip()
+        stat = path.stat()
     except FileNotFoundError:
         return None
-    return index_dir / name if name else None
+    key = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    cached = _current_cache.get(key[0])
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        name = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    found = index_dir / name if name else None
+    _current_cache[key[0]] = (key, found)
+    return found
+
+
+_current_cache: dict[str, tuple[tuple[str, int, int, int], Path | None]] = {}
 
 
 def load_index(

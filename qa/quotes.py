@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from corpus.models import Span
 from corpus.normalize import CJK_CHAR
@@ -45,6 +46,16 @@ class ScoredQuote:
     section: str | None
     candidate: Candidate  # the retrieved chunk the quote sits in
     score: float
+    words: frozenset[str] = frozenset()  # lower-cased words, to spot duplicates
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    """What quote selection needs of one sentence; worked out once per loaded index."""
+
+    quotable: bool
+    keywords: frozenset[str]  # BM25 tokens
+    words: frozenset[str]  # lower-cased words
 
 
 class QuoteSelector:
@@ -55,12 +66,14 @@ class QuoteSelector:
         self.tokenizer = tokenizer
         self.settings = settings or QuoteSettings()
 
-    def rank(self, query: Query, candidates: list[Candidate]) -> list[ScoredQuote]:
-        """Every distinct quote the candidates hold, best first."""
+    def rank(
+        self, query: Query, candidates: list[Candidate], limit: int | None = None
+    ) -> list[ScoredQuote]:
+        """The best `limit` (default: every) distinct quotes the candidates hold, best first."""
         idf = self.index.keywords.idf(query.tokens)
         scored = [q for c in candidates for q in self._quotes_in(query, idf, c)]
         scored.sort(key=lambda q: q.score, reverse=True)
-        return self._distinct(scored)
+        return self._distinct(scored, limit)
 
     def _quotes_in(
         self, query: Query, idf: dict[str, float], candidate: Candidate
@@ -71,22 +84,18 @@ class QuoteSelector:
         entry = self.index.entries[chunk.doc_id]
         text = entry.document.text
         spans = [entry.sentences[i] for i in chunk.sentences]
-        ids = np.array(
-            [sentence_vector_id(chunk.doc_id, i) for i in chunk.sentences], dtype=np.int64
-        )
-        vectors = self.index.sentence_store.vectors(ids)
+        ids = [sentence_vector_id(chunk.doc_id, i) for i in chunk.sentences]
+        sentences = [self._sentence(i, text, span) for i, span in zip(ids, spans, strict=True)]
+        vectors = self.index.sentence_store.vectors(np.array(ids, dtype=np.int64))
         vector = query.vector.reshape(-1)
         keyword_total = sum(idf.values())
-        words = [
-            set(self.tokenizer.tokenize(text[s.start : s.end])) if keyword_total else set()
-            for s in spans
-        ]
+        keywords = [s.keywords for s in sentences]
         chunk_weight, keyword_weight = self.settings.chunk_weight, self.settings.keyword_weight
+        windows = self._windows(text, spans, sentences)
+        similarities = _window_similarities(vectors, windows, vector)
         quotes = []
-        for first, last in self._windows(text, spans):
-            window = vectors[first : last + 1].sum(axis=0)
-            similarity = float(window @ vector) / max(float(np.linalg.norm(window)), 1e-9)
-            coverage = _coverage(idf, keyword_total, words[first : last + 1])
+        for (first, last), similarity in zip(windows, similarities, strict=True):
+            coverage = _coverage(idf, keyword_total, keywords[first : last + 1])
             if not query.semantic:  # the vectors can't judge this language: keywords alone
                 similarity = coverage
             quotes.append(
@@ -99,16 +108,31 @@ class QuoteSelector:
                     score=chunk_weight * candidate.dense_score
                     + (1 - chunk_weight - keyword_weight) * similarity
                     + keyword_weight * coverage,
+                    words=frozenset().union(*(s.words for s in sentences[first : last + 1])),
                 )
             )
         return quotes
 
-    def _windows(self, text: str, spans: list[Span]) -> list[tuple[int, int]]:
+    def _sentence(self, vector_id: int, text: str, span: Span) -> _Sentence:
+        known: _Sentence | None = self.index.sentence_memo.get(vector_id)
+        if known is None:
+            sentence = text[span.start : span.end]
+            known = _Sentence(
+                quotable=self._quotable(text, span),
+                keywords=frozenset(self.tokenizer.tokenize(sentence)),
+                words=frozenset(_WORD.findall(sentence.lower())),
+            )
+            self.index.sentence_memo[vector_id] = known  # same value from any thread: no lock
+        return known
+
+    def _windows(
+        self, text: str, spans: list[Span], sentences: list[_Sentence]
+    ) -> list[tuple[int, int]]:
         """(first, last) positions of runs of 1..max_sentences quotable sentences that share a
         paragraph and a section: the shapes a quote may take."""
         windows = []
         for first, span in enumerate(spans):
-            if not self._quotable(text, span):
+            if not sentences[first].quotable:
                 continue
             last = first
             while True:
@@ -117,7 +141,7 @@ class QuoteSelector:
                 if (
                     nxt - first >= self.settings.max_sentences
                     or nxt >= len(spans)
-                    or not self._quotable(text, spans[nxt])
+                    or not sentences[nxt].quotable
                     or spans[nxt].section != span.section
                     or "\n\n" in text[spans[last].end : spans[nxt].start]
                 ):
@@ -133,13 +157,14 @@ class QuoteSelector:
             return len(CJK_CHAR.findall(sentence)) >= 2 * self.settings.min_words
         return len(_WORD.findall(sentence)) >= self.settings.min_words
 
-    def _distinct(self, ranked: list[ScoredQuote]) -> list[ScoredQuote]:
+    def _distinct(self, ranked: list[ScoredQuote], limit: int | None) -> list[ScoredQuote]:
         """Drop quotes that overlap a better one in the same document or repeat its words."""
         kept: list[ScoredQuote] = []
-        kept_words: list[set[str]] = []
+        kept_words: list[frozenset[str]] = []
         for quote in ranked:
-            text = self.index.entries[quote.doc_id].document.text[quote.start : quote.end]
-            words = set(_WORD.findall(text.lower()))
+            if limit is not None and len(kept) >= limit:
+                break
+            words = quote.words
             if any(
                 k.doc_id == quote.doc_id and k.start < quote.end and quote.start < k.end
                 for k in kept
@@ -154,7 +179,22 @@ class QuoteSelector:
         return kept
 
 
-def _coverage(idf: dict[str, float], total: float, sentences: list[set[str]]) -> float:
+def _window_similarities(
+    vectors: npt.NDArray[np.float32], windows: list[tuple[int, int]], query: npt.NDArray[np.float32]
+) -> list[float]:
+    """Cosine of the query with each window's summed sentence vectors, all windows at once
+    (sums from prefix sums: one matrix product instead of a loop of small ones)."""
+    if not windows:
+        return []
+    prefix = np.vstack([np.zeros((1, vectors.shape[1]), np.float32), np.cumsum(vectors, axis=0)])
+    firsts = np.array([first for first, _ in windows])
+    lasts = np.array([last for _, last in windows])
+    sums = prefix[lasts + 1] - prefix[firsts]
+    norms = np.maximum(np.linalg.norm(sums, axis=1), 1e-9)
+    return ((sums @ query) / norms).tolist()  # type: ignore[no-any-return]
+
+
+def _coverage(idf: dict[str, float], total: float, sentences: list[frozenset[str]]) -> float:
     """Share of the question's keyword weight (IDF) found in the sentences."""
     if not total:
         return 0.0
@@ -162,7 +202,7 @@ def _coverage(idf: dict[str, float], total: float, sentences: list[set[str]]) ->
     return sum(weight for token, weight in idf.items() if token in held) / total
 
 
-def _overlap(a: set[str], b: set[str]) -> float:
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / max(1, min(len(a), len(b)))
 
 

@@ -63,7 +63,7 @@ def test_remove_deletes_from_results_and_survives_save_and_load(
     store.save(tmp_path)
     assert (tmp_path / f"{config.kind}.faiss").exists() == (config.kind != "flat")
     loaded = FaissStore.load(tmp_path, 16, config)
-    assert isinstance(loaded._vectors, np.memmap)  # opened, not read: large stores start fast
+    assert isinstance(loaded._vectors.base, np.memmap)  # mapped, not read: large stores start fast
     assert len(loaded) == 1998 and loaded.kind == config.kind
     scores, ids = loaded.search(vectors[9:10], 1)
     assert ids[0, 0] == 9 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
