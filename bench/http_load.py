@@ -139,7 +139,11 @@ def _reliability(scratch: Path, corpus: Path, clients: int, seconds: float) -> d
             reindexes.append(time.perf_counter() - started)
             turn += 1
 
-    with served({"VERBATIM_HOME": str(home), **_QUIET}) as url:
+    server_log = ROOT / "bench" / "results" / "http_load_server.log"
+    server_log.parent.mkdir(parents=True, exist_ok=True)
+    with served(
+        {"VERBATIM_HOME": str(home), **_QUIET, "VERBATIM_LOG_LEVEL": "WARNING"}, server_log
+    ) as url:
         _wait_ready(url)
         rss_before = _rss(url)
         indexer = threading.Thread(target=reindex_forever, daemon=True)

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def served(env: dict[str, str]) -> Iterator[str]:
-    """Start the server with `env` added to the environment; yield its URL; stop it."""
+def served(env: dict[str, str], log: Path | None = None) -> Iterator[str]:
+    """Start the server with `env` added to the environment (its stderr in `log`, when given);
+    yield its URL; stop it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -24,7 +25,7 @@ def served(env: dict[str, str]) -> Iterator[str]:
         env={**os.environ, **env},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("w") if log is not None else subprocess.DEVNULL,
     )
     try:
         yield f"http://127.0.0.1:{port}"

@@ -1,24 +1,32 @@
 """Parsing documents in a child process, bounded in time and memory.
 
 A hostile or broken file (a PDF that loops, HTML nested 100,000 deep, a zip bomb) must not
-stall or sink a whole index run. Each document is parsed by a worker process with an address
-space limit; a parse that runs past the time limit gets its worker killed, a worker that dies
-is replaced, and either way the file is reported and skipped.
+stall or sink a whole index run. Each document is parsed by a worker process (`python -m
+corpus.sandbox`) with an address-space limit; a parse that runs past the time limit gets its
+worker killed, a worker that dies is replaced, and either way the file is reported and
+skipped. The worker is a plain subprocess talking pickled frames over its stdin and stdout, so
+it never re-imports the caller's `__main__` (as multiprocessing's spawn and forkserver do).
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
 import resource
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
+import select
+import struct
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import IO, Any
 
 from corpus.errors import DocumentError
 from corpus.loader import SourceFile, read_document
 from corpus.models import Document
+
+_LENGTH = struct.Struct(">Q")
 
 
 @dataclass(frozen=True)
@@ -35,37 +43,41 @@ class ParserSandbox:
 
     def __init__(self, limits: ParseLimits | None = None) -> None:
         self.limits = limits or ParseLimits()
-        self._pool: ProcessPoolExecutor | None = None
+        self._worker: subprocess.Popen[bytes] | None = None
 
     def read(self, source: SourceFile) -> Document:
-        future = self._worker().submit(read_document, source)
+        worker = self._started()
+        assert worker.stdin is not None and worker.stdout is not None
         try:
-            return future.result(timeout=self.limits.timeout_s)
-        except FutureTimeout:
-            self._kill()
+            _write_frame(worker.stdin, source)
+            reply = _read_frame(worker.stdout, time.monotonic() + self.limits.timeout_s)
+        except TimeoutError:
+            self._stop()
             raise DocumentError(
                 source.path,
                 f"parsing took over {self.limits.timeout_s:g} s and was stopped; the file may be "
                 "malformed (raise VERBATIM_PARSE_TIMEOUT_S for very large documents)",
             ) from None
-        except BrokenProcessPool:
-            self._kill()
+        except (EOFError, OSError):
+            self._stop()
             raise DocumentError(
                 source.path,
                 f"the parser died reading this file (over the {self.limits.memory_mb} MB memory "
                 "limit, or a crash in the parsing library); skipped",
             ) from None
-        except MemoryError:
+        kind, value = reply
+        if kind == "document":
+            return value  # type: ignore[no-any-return]
+        if kind == "memory":
             raise DocumentError(
                 source.path,
                 f"parsing needed more than the {self.limits.memory_mb} MB memory limit; skipped "
                 "(raise VERBATIM_PARSE_MEMORY_MB if the file is genuine)",
-            ) from None
+            )
+        raise value
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._stop()
 
     def __enter__(self) -> ParserSandbox:
         return self
@@ -78,28 +90,72 @@ class ParserSandbox:
     ) -> None:
         self.close()
 
-    def _worker(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # forkserver: the worker never inherits the indexer's threads (encoder, FAISS).
-            context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=context,
-                initializer=_limit_memory,
-                initargs=(self.limits.memory_mb,),
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._worker is None or self._worker.poll() is not None:
+            self._worker = subprocess.Popen(
+                [sys.executable, "-m", "corpus.sandbox", str(self.limits.memory_mb)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
             )
-        return self._pool
+        return self._worker
 
-    def _kill(self) -> None:
+    def _stop(self) -> None:
         """Stop the worker now (a stuck parse never returns), so the next read gets a new one."""
-        pool, self._pool = self._pool, None
-        if pool is None:
+        worker, self._worker = self._worker, None
+        if worker is None:
             return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
+        worker.kill()
+        worker.wait()
+        for pipe in (worker.stdin, worker.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
-def _limit_memory(megabytes: int) -> None:
-    limit = megabytes * 1024 * 1024
+def _write_frame(pipe: IO[bytes], value: Any) -> None:
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(_LENGTH.pack(len(payload)) + payload)
+    pipe.flush()
+
+
+def _read_frame(pipe: IO[bytes], deadline: float | None = None) -> Any:
+    (length,) = _LENGTH.unpack(_read_exactly(pipe, _LENGTH.size, deadline))
+    return pickle.loads(_read_exactly(pipe, length, deadline))
+
+
+def _read_exactly(pipe: IO[bytes], size: int, deadline: float | None) -> bytes:
+    chunks: list[bytes] = []
+    while size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(pipe.fileno(), min(size, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _serve(memory_mb: int) -> None:
+    """The worker: one source file in, one ("document" | "error" | "memory", value) out."""
+    limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a library that prints must not corrupt the frames
+    while True:
+        try:
+            source = _read_frame(requests)
+        except EOFError:
+            return
+        try:
+            reply: tuple[str, Any] = ("document", read_document(source))
+        except DocumentError as error:
+            reply = ("error", error)
+        except MemoryError:
+            reply = ("memory", None)
+        _write_frame(replies, reply)
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))
