@@ -146,11 +146,19 @@ def _reliability(scratch: Path, corpus: Path, clients: int, seconds: float) -> d
     ) as url:
         _wait_ready(url)
         rss_before = _rss(url)
-        indexer = threading.Thread(target=reindex_forever, daemon=True)
-        indexer.start()
+        rss_samples: list[float] = []
+
+        def sample_rss() -> None:  # every tenth of the run: flat, or growing?
+            while not stop.wait(seconds / 10):
+                rss_samples.append(_rss(url))
+
+        helpers = [threading.Thread(target=t, daemon=True) for t in (reindex_forever, sample_rss)]
+        for helper in helpers:
+            helper.start()
         run = asyncio.run(drive(url, QUESTIONS, clients, seconds))
         stop.set()
-        indexer.join()
+        for helper in helpers:
+            helper.join()
         rss_after = _rss(url)
     wrong = _wrong_answers(run, expected)
     return {
@@ -163,6 +171,7 @@ def _reliability(scratch: Path, corpus: Path, clients: int, seconds: float) -> d
         "wrong_or_mixed_answers": wrong,
         "rss_mb_before": rss_before,
         "rss_mb_after": rss_after,
+        "rss_mb_during": rss_samples,
     }
 
 
@@ -212,7 +221,7 @@ def _print(results: dict[str, Any]) -> None:
         f"reliability: {reliability['reindexes']} re-indexes, "
         f"{reliability['wrong_or_mixed_answers']} wrong or mixed answers, answers by version "
         f"{reliability['answers_by_version']}, RSS {reliability['rss_mb_before']} → "
-        f"{reliability['rss_mb_after']} MB"
+        f"{reliability['rss_mb_after']} MB (during: {reliability['rss_mb_during']})"
     )
 
 
