@@ -385,6 +385,9 @@ def serve(
         port=settings.port,
         access_log=False,  # the app writes its own structured access log
         log_level="warning",
+        # Longer than clients keep idle connections (httpx 5 s, browsers up to 60 s): a server
+        # that closes first races the client's next request on that connection (a read error).
+        timeout_keep_alive=75,
     )
 
 

@@ -10,6 +10,7 @@ it never re-imports the caller's `__main__` (as multiprocessing's spawn and fork
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import resource
@@ -140,7 +141,8 @@ def _read_exactly(pipe: IO[bytes], size: int, deadline: float | None) -> bytes:
 def _serve(memory_mb: int) -> None:
     """The worker: one source file in, one ("document" | "error" | "memory", value) out."""
     limit = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    with contextlib.suppress(ValueError, OSError):  # macOS lacks RLIMIT_AS: time limit only
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a library that prints must not corrupt the frames
     while True:

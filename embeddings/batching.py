@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 Vector = npt.NDArray[np.float32]
+_IDLE_EXIT_S = 30.0  # an idle batcher's thread ends; the next question starts another
 EncodeBatch = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
 
@@ -38,22 +39,29 @@ class QueryBatcher:
     def encode(self, text: str) -> Vector:
         """The vector of `text`, encoded together with whatever questions arrive with it."""
         result: Future[Vector] = Future()
+        self._waiting.put((text, result))  # before the thread check: see `_run`'s exit
         self._ensure_thread()
-        self._waiting.put((text, result))
         return result.result()
 
     def _ensure_thread(self) -> None:
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="verbatim-query-batcher", daemon=True
-                    )
-                    self._thread.start()
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="verbatim-query-batcher", daemon=True
+                )
+                self._thread.start()
 
     def _run(self) -> None:
         while True:
-            batch = [self._waiting.get()]
+            try:
+                first = self._waiting.get(timeout=_IDLE_EXIT_S)
+            except queue.Empty:
+                with self._start_lock:  # exit only if no question arrived meanwhile
+                    if self._waiting.empty():
+                        self._thread = None
+                        return
+                continue
+            batch = [first]
             busy = self._last_size > 1  # idle servers do not make a lone question wait
             deadline = time.perf_counter() + (self.max_wait_s if busy else 0.0)
             while len(batch) < self.max_batch:
