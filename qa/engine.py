@@ -94,6 +94,7 @@ class Verbatim:
                     self.settings.resolved_index_dir,
                     self.encoder.model_id,
                     self.settings.store,
+                    self.settings.verify_index,
                 )
             return self._index
 

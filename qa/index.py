@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,6 +43,8 @@ from qa.logs import get_logger
 from qa.stores import StoreSettings
 
 FORMAT_VERSION = 1
+Verify = Literal["full", "sizes"]
+_HASHED_WHEN_SIZES = 64 * 1024 * 1024  # with verify="sizes", smaller files are still hashed
 _CURRENT = "CURRENT"
 _MANIFEST = "manifest.json"
 _DOCUMENTS = "documents.jsonl"
@@ -177,9 +179,16 @@ _current_cache: dict[str, tuple[tuple[str, int, int, int], Path | None]] = {}
 
 
 def load_index(
-    index_dir: Path, model_id: str | None = None, store: StoreSettings | None = None
+    index_dir: Path,
+    model_id: str | None = None,
+    store: StoreSettings | None = None,
+    verify: Verify = "full",
 ) -> Index:
-    """Load the index in use; with `model_id`, refuse one built with another model."""
+    """Load the index in use; with `model_id`, refuse one built with another model.
+
+    `verify="full"` checks every file's SHA-256 (reads the whole index once: ~1 s per GB here);
+    `"sizes"` checks every size but hashes only files under 64 MB, for very large indexes
+    that must start fast."""
     directory = current_version_dir(index_dir)
     if directory is None or not (directory / _MANIFEST).exists():
         raise IndexNotFoundError(
@@ -187,7 +196,7 @@ def load_index(
         )
     manifest = _read_manifest(directory)
     check_compatible(manifest, model_id, index_dir)
-    _verify_files(directory, manifest)
+    _verify_files(directory, manifest, verify)
     dimension = int(manifest["dimension"])
     entries = {}
     with (directory / _DOCUMENTS).open(encoding="utf-8") as lines:
@@ -214,7 +223,7 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def _verify_files(directory: Path, manifest: dict[str, Any]) -> None:
+def _verify_files(directory: Path, manifest: dict[str, Any], verify: Verify) -> None:
     """Every file the manifest lists has its recorded size and SHA-256 (an index written
     before checksums existed lists none and is trusted as before)."""
     for name, expected in manifest.get("files", {}).items():
@@ -225,7 +234,8 @@ def _verify_files(directory: Path, manifest: dict[str, Any]) -> None:
             raise _damaged(directory, f"{name} is missing") from None
         if size != expected["bytes"]:
             raise _damaged(directory, f"{name} has {size:,} bytes, {expected['bytes']:,} written")
-        if _sha256(path) != expected["sha256"]:
+        hashed = verify == "full" or size < _HASHED_WHEN_SIZES
+        if hashed and _sha256(path) != expected["sha256"]:
             raise _damaged(directory, f"{name} does not match its checksum")
 
 

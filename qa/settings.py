@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     hnsw_threshold: int = Field(20_000, ge=1)  # vectors from which "auto" uses HNSW
     ivf_nprobe: int = Field(128, ge=1)
     max_file_mb: float = Field(50, gt=0)
+    # Loading checks each index file against its manifest checksum ("full"); "sizes" hashes
+    # only files under 64 MB, for indexes of millions of chunks that must start fast.
+    verify_index: Literal["full", "sizes"] = "full"
     parse_timeout_s: float = Field(60, gt=0)  # per document; a longer parse is stopped
     parse_memory_mb: int = Field(2048, ge=256)  # address space of the parsing process
     log_level: str = "WARNING"
