@@ -5,7 +5,9 @@ shared by a Milvus standalone server, a Milvus cluster (shards, replicas) and ma
 the same code runs on all of them: point `VERBATIM_MILVUS_URI` at the cluster's proxy.
 
 A collection per store (`<prefix>_chunks`, `<prefix>_sentences`) holds the vector id, the
-document id (for filtering on the server) and the vector, indexed by HNSW with inner product.
+vector (HNSW, inner product) and its document's id, source, language and date, so a filtered
+question is one server-side expression however many vectors it selects (collections made
+before the fields existed still filter, by vector id).
 Every call has a timeout, so an outage becomes a `VectorStoreUnavailable` error in seconds,
 never a hang.
 """
@@ -19,10 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from embeddings.store import Ids, Vectors, VectorStoreUnavailable, checked
+from embeddings.store import (
+    DocCondition,
+    DocFields,
+    Ids,
+    Vectors,
+    VectorStoreUnavailable,
+    checked,
+)
 
 _POINTER = "milvus.json"
 _BATCH = 1000  # rows per upsert or get: bounded request sizes
+_SCHEMA = 2  # 1: id, doc_id, vector; 2: also source, lang, date
 
 
 class MilvusStore:
@@ -37,6 +47,7 @@ class MilvusStore:
         self.timeout = timeout
         self._token = token
         self._client: Any = None
+        self.schema = _SCHEMA
 
     # ------------------------------------------------------------ lifecycle
 
@@ -49,6 +60,9 @@ class MilvusStore:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=512)
+        schema.add_field("source", DataType.VARCHAR, max_length=512)
+        schema.add_field("lang", DataType.VARCHAR, max_length=16)
+        schema.add_field("date", DataType.VARCHAR, max_length=32)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
         index = client.prepare_index_params()
         index.add_index(
@@ -67,13 +81,19 @@ class MilvusStore:
     def save(self, directory: Path) -> None:
         """The vectors live in Milvus; the index version records where."""
         directory.mkdir(parents=True, exist_ok=True)
-        pointer = {"uri": self.uri, "collection": self.collection, "dimension": self.dimension}
+        pointer = {
+            "uri": self.uri,
+            "collection": self.collection,
+            "dimension": self.dimension,
+            "schema": self.schema,
+        }
         (directory / _POINTER).write_text(json.dumps(pointer))
 
     @classmethod
     def load(cls, directory: Path, dimension: int, uri: str, token: str = "") -> MilvusStore:
         pointer = json.loads((directory / _POINTER).read_text())
         store = cls(dimension, uri or pointer["uri"], pointer["collection"], token)
+        store.schema = int(pointer.get("schema", 1))
         client = store._connected()
         if not store._call(lambda: client.has_collection(store.collection)):
             raise VectorStoreUnavailable(
@@ -92,13 +112,13 @@ class MilvusStore:
         )
         return int(rows[0]["count(*)"])
 
-    def add(self, ids: Ids, vectors: Vectors, doc_ids: Sequence[str] | None = None) -> None:
+    def add(self, ids: Ids, vectors: Vectors, docs: Sequence[DocFields] | None = None) -> None:
         ids, vectors = checked(ids, vectors, self.dimension)
-        owners = list(doc_ids) if doc_ids is not None else [""] * len(ids)
+        owners = list(docs) if docs is not None else [DocFields("")] * len(ids)
         client = self._connected()
         for start in range(0, len(ids), _BATCH):
             rows = [
-                {"id": int(i), "doc_id": owner, "vector": vector.tolist()}
+                {"id": int(i), **self._fields(owner), "vector": vector.tolist()}
                 for i, owner, vector in zip(
                     ids[start : start + _BATCH],
                     owners[start : start + _BATCH],
@@ -119,14 +139,23 @@ class MilvusStore:
             removed += _count(result, len(batch))
         return removed
 
-    def search(self, queries: Vectors, k: int, allowed: Ids | None = None) -> tuple[Vectors, Ids]:
+    def search(
+        self,
+        queries: Vectors,
+        k: int,
+        allowed: Ids | None = None,
+        condition: DocCondition | None = None,
+    ) -> tuple[Vectors, Ids]:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
         if allowed is not None and not len(allowed):
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        expression = (
-            f"id in [{', '.join(str(int(i)) for i in allowed)}]" if allowed is not None else ""
-        )
+        if condition is not None and self.schema >= 2:
+            expression = milvus_expression(condition)
+        elif allowed is not None:
+            expression = f"id in [{', '.join(str(int(i)) for i in allowed)}]"
+        else:
+            expression = ""
         client = self._connected()
         hits = self._call(
             lambda: client.search(
@@ -162,6 +191,11 @@ class MilvusStore:
             raise KeyError(f"unknown vector ids: {missing[:5]}")
         return np.array([by_id[i] for i in wanted], dtype=np.float32).reshape(-1, self.dimension)
 
+    def _fields(self, doc: DocFields) -> dict[str, str]:
+        if self.schema < 2:
+            return {"doc_id": doc.doc_id}
+        return {"doc_id": doc.doc_id, "source": doc.source, "lang": doc.lang, "date": doc.date}
+
     # ------------------------------------------------------------ connection
 
     def _connected(self) -> Any:
@@ -183,6 +217,33 @@ class MilvusStore:
                 f"Milvus at {self.uri} failed: {exc}. Check that it runs and that "
                 "VERBATIM_MILVUS_URI points at it"
             ) from exc
+
+
+def milvus_expression(condition: DocCondition) -> str:
+    """`condition` as a Milvus boolean expression over the document fields."""
+    terms = []
+    if condition.doc_ids is not None:
+        terms.append(f"doc_id in {_strings(condition.doc_ids)}")
+    if condition.source is not None:
+        terms.append(f"source == {_string(condition.source)}")
+    if condition.lang is not None:
+        terms.append(f"lang == {_string(condition.lang)}")
+    if condition.date_from is not None or condition.date_to is not None:
+        terms.append('date != ""')
+    if condition.date_from is not None:
+        terms.append(f"date >= {_string(condition.date_from)}")
+    if condition.date_to is not None:
+        # "2014" admits every date that starts with it: "~" sorts after digits, "-", "T", ":".
+        terms.append(f"date <= {_string(condition.date_to + '~')}")
+    return " and ".join(terms)
+
+
+def _string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _strings(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_string(v) for v in values) + "]"
 
 
 def _count(result: Any, default: int) -> int:

@@ -60,6 +60,28 @@ def chunk_vector_id(chunk_id: str) -> int:
     return int(hashlib.sha1(chunk_id.encode()).hexdigest()[:15], 16)
 
 
+@dataclass(frozen=True)
+class DocFields:
+    """The document fields kept beside each vector by a store that filters on its server."""
+
+    doc_id: str
+    source: str = ""
+    lang: str = ""
+    date: str = ""  # ISO date, "" when the document has none
+
+
+@dataclass(frozen=True)
+class DocCondition:
+    """A filter on document fields (all given conditions hold). Dates compare as ISO strings by
+    prefix: date_to "2014" admits "2014-12-31"; a document without a date fails any date bound."""
+
+    doc_ids: tuple[str, ...] | None = None
+    source: str | None = None
+    lang: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+
+
 class VectorStore(Protocol):
     """What the index builder and the retriever need from a vector store (FAISS or Milvus)."""
 
@@ -70,16 +92,23 @@ class VectorStore(Protocol):
 
     def __len__(self) -> int: ...
 
-    def add(self, ids: Ids, vectors: Vectors, doc_ids: Sequence[str] | None = None) -> None:
-        """Store vectors under their ids; `doc_ids` names each one's document (for stores that
-        filter by document on their side)."""
+    def add(self, ids: Ids, vectors: Vectors, docs: Sequence[DocFields] | None = None) -> None:
+        """Store vectors under their ids; `docs` gives each one's document fields (for stores
+        that filter on their side)."""
         ...
 
     def remove(self, ids: Ids) -> int: ...
 
-    def search(self, queries: Vectors, k: int, allowed: Ids | None = None) -> tuple[Vectors, Ids]:
+    def search(
+        self,
+        queries: Vectors,
+        k: int,
+        allowed: Ids | None = None,
+        condition: DocCondition | None = None,
+    ) -> tuple[Vectors, Ids]:
         """Scores and ids of the `k` nearest vectors per query (among `allowed` ids when
-        given), best first; id -1 pads."""
+        given), best first; id -1 pads. `condition`, when given, selects the same vectors as
+        `allowed` by document fields: a store that keeps them may filter by it instead."""
         ...
 
     def vectors(self, ids: Ids) -> Vectors:
@@ -128,7 +157,7 @@ class FaissStore:
             return self.config.kind
         return "hnsw" if len(self) >= self.config.hnsw_threshold else "flat"
 
-    def add(self, ids: Ids, vectors: Vectors, doc_ids: Sequence[str] | None = None) -> None:
+    def add(self, ids: Ids, vectors: Vectors, docs: Sequence[DocFields] | None = None) -> None:
         ids, vectors = checked(ids, vectors, self.dimension)
         if np.isin(ids, self._ids).any() or len(np.unique(ids)) != len(ids):
             raise ValueError("duplicate vector ids")
@@ -148,7 +177,13 @@ class FaissStore:
             self._index = self._sorted = None
         return removed
 
-    def search(self, queries: Vectors, k: int, allowed: Ids | None = None) -> tuple[Vectors, Ids]:
+    def search(
+        self,
+        queries: Vectors,
+        k: int,
+        allowed: Ids | None = None,
+        condition: DocCondition | None = None,
+    ) -> tuple[Vectors, Ids]:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
         params = None
         if allowed is not None:

@@ -26,7 +26,7 @@ from qa.index import (
 )
 from qa.quotes import QuoteSelector, ScoredQuote, diverse
 from qa.rerank import Reranker, make_reranker
-from qa.retriever import Candidate, Mode, Query, make_retriever
+from qa.retriever import Candidate, Mode, Query, Selection, make_retriever
 from qa.settings import Settings
 
 
@@ -219,7 +219,7 @@ class Verbatim:
         )
         reranker = self.reranker
         depth = max(k, settings.rerank_depth) if reranker is not None else k
-        candidates = retriever.retrieve(query, depth, self._doc_ids(index, filters))
+        candidates = retriever.retrieve(query, depth, self._selection(index, filters))
         if reranker is not None:
             candidates = reranker.rerank(index, query, candidates)
         return candidates[:k]
@@ -257,10 +257,10 @@ class Verbatim:
             raise DocumentNotFoundError(doc_id) from None
 
     @staticmethod
-    def _doc_ids(index: Index, filters: Filters | None) -> set[str] | None:
+    def _selection(index: Index, filters: Filters | None) -> Selection | None:
         if filters is None or filters.is_empty():
             return None
-        return filters.select(index.documents.values())
+        return Selection(filters.select(index.documents.values()), filters.condition())
 
     @staticmethod
     def _quote(

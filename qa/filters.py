@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.models import Document
+from embeddings.store import DocCondition
 
 
 class Filters(BaseModel):
@@ -22,6 +23,16 @@ class Filters(BaseModel):
 
     def is_empty(self) -> bool:
         return all(value is None for value in self.model_dump().values())
+
+    def condition(self) -> DocCondition:
+        """The same filter on the document fields a vector store keeps (Milvus)."""
+        return DocCondition(
+            doc_ids=tuple(self.doc_ids) if self.doc_ids is not None else None,
+            source=self.source,
+            lang=self.lang,
+            date_from=self.date_from,
+            date_to=self.date_to,
+        )
 
     def select(self, documents: Iterable[Document]) -> set[str]:
         return {d.doc_id for d in documents if self._matches(d)}

@@ -37,7 +37,7 @@ from corpus.models import Chunk, Document, Span
 from corpus.sandbox import ParseLimits, ParserSandbox
 from corpus.tokenize import KeywordTokenizer
 from embeddings.encoder import Encoder
-from embeddings.store import FaissStore, Ids, VectorStore, chunk_vector_id
+from embeddings.store import DocFields, FaissStore, Ids, VectorStore, chunk_vector_id
 from qa.keyword import KeywordIndex, load_tokens
 from qa.logs import get_logger
 from qa.stores import StoreSettings
@@ -656,19 +656,23 @@ def _sentence_ids(entries: list[IndexedDocument]) -> Ids:
     )
 
 
-def _chunk_docs(entries: list[IndexedDocument]) -> list[str]:
-    return [e.document.doc_id for e in entries for _ in e.chunks]
+def _chunk_docs(entries: list[IndexedDocument]) -> list[DocFields]:
+    return [_fields(e.document) for e in entries for _ in e.chunks]
 
 
-def _sentence_docs(entries: list[IndexedDocument]) -> list[str]:
-    return [e.document.doc_id for e in entries for _ in e.sentences]
+def _sentence_docs(entries: list[IndexedDocument]) -> list[DocFields]:
+    return [_fields(e.document) for e in entries for _ in e.sentences]
 
 
-def _move(source: VectorStore, target: VectorStore, ids: Ids, doc_ids: list[str]) -> None:
+def _fields(document: Document) -> DocFields:
+    return DocFields(document.doc_id, document.source or "", document.lang, document.date or "")
+
+
+def _move(source: VectorStore, target: VectorStore, ids: Ids, docs: list[DocFields]) -> None:
     """Copy vectors between stores in bounded batches (switching FAISS and Milvus)."""
     for start in range(0, len(ids), 10_000):
         batch = ids[start : start + 10_000]
-        target.add(batch, source.vectors(batch), doc_ids[start : start + 10_000])
+        target.add(batch, source.vectors(batch), docs[start : start + 10_000])
 
 
 def _remove_stale_builds(index_dir: Path) -> None:

@@ -1,6 +1,6 @@
 """Retrieval stage: a question in, scored chunks out.
 
-Three retrievers share one `retrieve(query, k, doc_ids)`: `DenseRetriever` (nearest chunk
+Three retrievers share one `retrieve(query, k, selection)`: `DenseRetriever` (nearest chunk
 vectors), `KeywordRetriever` (BM25) and `HybridRetriever` (both, fused). Every candidate
 carries both signals, whichever route found it, so later stages (reranking, abstention, the
 `explain` output) can weigh them.
@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from corpus.models import Chunk
-from embeddings.store import Ids, chunk_vector_id
+from embeddings.store import DocCondition, Ids, chunk_vector_id
 from qa.index import Index
 
 Mode = Literal["dense", "bm25", "hybrid"]
@@ -32,6 +32,15 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The documents a filtered question may be answered from: their ids (what FAISS and BM25
+    filter by, as vector ids) and the condition that chose them (what Milvus filters by)."""
+
+    doc_ids: set[str]
+    condition: DocCondition
+
+
+@dataclass(frozen=True)
 class Candidate:
     chunk: Chunk
     score: float  # what this stage ranks by: cosine, BM25, fused or rerank score
@@ -44,8 +53,8 @@ class Candidate:
 
 
 class Retriever(Protocol):
-    def retrieve(self, query: Query, k: int, doc_ids: set[str] | None = None) -> list[Candidate]:
-        """The best `k` chunks (of the documents in `doc_ids` only, when given), best first."""
+    def retrieve(self, query: Query, k: int, selection: Selection | None = None) -> list[Candidate]:
+        """The best `k` chunks (of the selected documents only, when given), best first."""
         ...
 
 
@@ -61,12 +70,13 @@ class DenseRetriever:
         self.index = index
         self.sentence_recall = sentence_recall
 
-    def retrieve(self, query: Query, k: int, doc_ids: set[str] | None = None) -> list[Candidate]:
+    def retrieve(self, query: Query, k: int, selection: Selection | None = None) -> list[Candidate]:
         vector = query.vector.reshape(1, -1)
         chunks_allowed = sentences_allowed = None
-        if doc_ids is not None:
-            chunks_allowed, sentences_allowed = self.index.vector_ids_of(doc_ids)
-        scores, ids = self.index.chunk_store.search(vector, k, chunks_allowed)
+        condition = selection.condition if selection is not None else None
+        if selection is not None:
+            chunks_allowed, sentences_allowed = self.index.vector_ids_of(selection.doc_ids)
+        scores, ids = self.index.chunk_store.search(vector, k, chunks_allowed, condition)
         found = {
             int(vector_id): float(score)
             for score, vector_id in zip(scores[0], ids[0], strict=True)
@@ -74,7 +84,7 @@ class DenseRetriever:
         }
         if self.sentence_recall:
             _, sentence_ids = self.index.sentence_store.search(
-                vector, self.sentence_recall, sentences_allowed
+                vector, self.sentence_recall, sentences_allowed, condition
             )
             extra = {
                 chunk_vector_id(self.index.chunk_of_sentence[int(s)].chunk_id)
@@ -95,8 +105,8 @@ class KeywordRetriever:
     def __init__(self, index: Index) -> None:
         self.index = index
 
-    def retrieve(self, query: Query, k: int, doc_ids: set[str] | None = None) -> list[Candidate]:
-        allowed = self.index.vector_ids_of(doc_ids)[0] if doc_ids is not None else None
+    def retrieve(self, query: Query, k: int, selection: Selection | None = None) -> list[Candidate]:
+        allowed = self.index.vector_ids_of(selection.doc_ids)[0] if selection else None
         scores, ids = self.index.keywords.search(query.tokens, k, allowed)
         dense = dense_scores(self.index, query, ids)
         return [
@@ -134,9 +144,9 @@ class HybridRetriever:
         self.rrf_k = rrf_k
         self.weight = weight
 
-    def retrieve(self, query: Query, k: int, doc_ids: set[str] | None = None) -> list[Candidate]:
-        dense = {c.chunk.chunk_id: c for c in self.dense.retrieve(query, k, doc_ids)}
-        keyword = {c.chunk.chunk_id: c for c in self.keyword.retrieve(query, k, doc_ids)}
+    def retrieve(self, query: Query, k: int, selection: Selection | None = None) -> list[Candidate]:
+        dense = {c.chunk.chunk_id: c for c in self.dense.retrieve(query, k, selection)}
+        keyword = {c.chunk.chunk_id: c for c in self.keyword.retrieve(query, k, selection)}
         if not query.semantic:
             return self._keywords_first(list(keyword.values()), list(dense.values()), k)
         merged = []

@@ -14,8 +14,15 @@ import pytest
 from bench.milvus_server import milvus_server
 from bots.http import create_app
 from embeddings.milvus import MilvusStore
-from embeddings.store import FaissStore, VectorStore, VectorStoreUnavailable
+from embeddings.store import (
+    DocCondition,
+    DocFields,
+    FaissStore,
+    VectorStore,
+    VectorStoreUnavailable,
+)
 from qa.engine import Verbatim
+from qa.filters import Filters
 
 from .live_server import LiveServer
 
@@ -47,10 +54,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> VectorStore:
     return MilvusStore(16, uri, f"test_{tmp_path.name.replace('-', '_')}"[:60]).create()
 
 
+DOCS = [
+    DocFields("doc0", source="MOFA", lang="en", date="2014-12-19"),
+    DocFields("doc1", source="MOFA", lang="ja", date="1996-04-17"),
+    DocFields("doc2", lang="en"),  # no source, no date
+]
+
+
 def test_both_stores_add_search_filter_and_remove_alike(store: VectorStore) -> None:
     vectors = _unit(300, seed=1)
     ids = np.arange(1000, 1300, dtype=np.int64)
-    store.add(ids, vectors, [f"doc{i % 3}" for i in range(300)])
+    store.add(ids, vectors, [DOCS[i % 3] for i in range(300)])
     assert len(store) == 300
     scores, found = store.search(vectors[:3], 5)
     assert found[:, 0].tolist() == [1000, 1001, 1002]
@@ -59,6 +73,20 @@ def test_both_stores_add_search_filter_and_remove_alike(store: VectorStore) -> N
     allowed = np.array([1010, 1020, 1030], dtype=np.int64)
     _, only = store.search(vectors[:1], 10, allowed)
     assert sorted(i for i in only[0].tolist() if i >= 0) == [1010, 1020, 1030]
+    # A condition on document fields selects what its ids select (Milvus filters by it).
+    conditions = {
+        "doc0": DocCondition(doc_ids=("doc0",)),
+        "doc1": DocCondition(lang="ja"),
+        "doc0 doc1": DocCondition(source="MOFA"),
+        "doc0 ": DocCondition(date_from="2000", date_to="2014"),
+        "doc1 ": DocCondition(date_to="1996-04"),
+    }
+    for names, condition in conditions.items():
+        owners = {int(name[-1]) for name in names.split()}
+        selected = ids[[i % 3 in owners for i in range(300)]]
+        _, hits = store.search(vectors[:2], 20, selected, condition)
+        assert {i for i in hits.ravel().tolist() if i >= 0} <= set(selected.tolist()), condition
+        assert (hits[:, :10] >= 0).all(), condition
     store.remove(np.array([1000, 1001], dtype=np.int64))
     _, after = store.search(vectors[:1], 3)
     assert 1000 not in after[0].tolist() and len(store) == 298
@@ -72,9 +100,19 @@ def test_milvus_index_answers_like_faiss_and_updates_incrementally(
     engine = make_engine(home=tmp_path / "milvus", vector_store="milvus", milvus_uri=milvus)
     engine.build_index([seed_dir])
     assert engine.index.manifest["vector_store"]["kind"] == "milvus"
+    selections = [
+        None,
+        Filters(source="Ministry of Foreign Affairs of Japan"),
+        Filters(date_from="2014", date_to="2014-12"),
+        Filters(doc_ids=["001_dd8c4ca6def8021f"], lang="en"),
+    ]
     for question in QUESTIONS:
-        on_milvus, on_faiss = engine.search(question, 5), faiss_engine.search(question, 5)
-        assert [p.chunk_id for p in on_milvus.passages] == [p.chunk_id for p in on_faiss.passages]
+        for filters in selections:  # filtered on the Milvus server by document fields
+            on_milvus = engine.search(question, 5, filters)
+            on_faiss = faiss_engine.search(question, 5, filters)
+            assert [p.chunk_id for p in on_milvus.passages] == [
+                p.chunk_id for p in on_faiss.passages
+            ], filters
         assert [q.text for q in engine.ask(question).quotes] == [
             q.text for q in faiss_engine.ask(question).quotes
         ]
