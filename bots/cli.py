@@ -57,6 +57,13 @@ def _settings(**extra: Any) -> Settings:
     return settings
 
 
+def _shard(value: str) -> tuple[int, int]:
+    number, _, total = value.partition("/")
+    if not (number.isdigit() and total.isdigit() and 1 <= int(number) <= int(total)):
+        _fail(f"--shard takes I/N with 1 ≤ I ≤ N, e.g. --shard 2/4; got {value!r}", code=2)
+    return int(number), int(total)
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
@@ -101,11 +108,33 @@ def index(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the build report as JSON.")
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="I/N",
+            help="On machine I of N: only encode this share of the documents into the shared "
+            "Milvus staging collection (needs VERBATIM_VECTOR_STORE=milvus); then one run "
+            "without --shard builds the index from the staged vectors (docs/scaling.md).",
+        ),
+    ] = None,
 ) -> None:
     """Index documents (.txt .md .html .pdf .docx). Re-runs only embed what changed; the index
     then mirrors exactly the PATHs given (files no longer there are removed)."""
     settings = _settings(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     engine = Verbatim(settings)
+    if shard is not None:
+        number, total = _shard(shard)
+        staged = _run(lambda progress: engine.prepare_shard(paths, number, total, progress))
+        if as_json:
+            print(json.dumps(staged.to_dict(), indent=2))
+        else:
+            err.print(
+                f"shard {number}/{total}: {len(staged.added)} documents staged, "
+                f"{len(staged.unchanged)} already staged, {len(staged.failed)} skipped · "
+                f"{staged.chunks_embedded + staged.sentences_embedded} texts encoded · "
+                f"{staged.seconds:.2f} s"
+            )
+        return
     report = _run(lambda progress: engine.build_index(paths, progress))
     for failure in report.failed:
         err.print(

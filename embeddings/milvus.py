@@ -253,3 +253,130 @@ def _count(result: Any, default: int) -> int:
     if isinstance(result, list):
         return len(result)
     return default
+
+
+class MilvusStaging:
+    """Vectors that `verbatim index --shard I/N` workers encoded, waiting for the build that
+    makes them an index version.
+
+    Several machines each encode a share of the corpus into one staging collection
+    (`<prefix>_staging`), keyed by document and a `key` naming the document's bytes, the model
+    and the chunking; the coordinating `verbatim index` then takes the vectors of every document
+    whose key matches instead of encoding it. The live collections are never touched by the
+    workers, so a running server keeps answering from the index it loaded.
+    """
+
+    def __init__(self, dimension: int, uri: str, collection: str, token: str = "") -> None:
+        self._store = MilvusStore(dimension, uri, collection, token)
+        self.collection = collection
+
+    def ensure(self) -> MilvusStaging:
+        """Create the staging collection when it does not exist yet (workers share it)."""
+        from pymilvus import DataType, MilvusClient
+
+        client = self._store._connected()
+        if self._exists():
+            return self
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=600)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=512)
+        schema.add_field("key", DataType.VARCHAR, max_length=64)
+        schema.add_field("role", DataType.VARCHAR, max_length=8)  # "chunk" or "sentence"
+        schema.add_field("position", DataType.INT64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self._store.dimension)
+        index = client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+        self._store._call(
+            lambda: client.create_collection(
+                self.collection, schema=schema, index_params=index, consistency_level="Strong"
+            )
+        )
+        return self
+
+    def put(self, doc_id: str, key: str, chunks: Vectors, sentences: Vectors) -> None:
+        """Stage one document's vectors (replacing what was staged for it before)."""
+        client = self._store._connected()
+        self._store._call(
+            lambda: client.delete(self.collection, filter=f"doc_id == {_string(doc_id)}")
+        )
+        rows = [
+            {
+                "pk": f"{doc_id}\x00{role}\x00{position}",
+                "doc_id": doc_id,
+                "key": key,
+                "role": role,
+                "position": position,
+                "vector": vector.tolist(),
+            }
+            for role, vectors in (("chunk", chunks), ("sentence", sentences))
+            for position, vector in enumerate(vectors)
+        ]
+        for start in range(0, len(rows), _BATCH):
+            batch = rows[start : start + _BATCH]
+            self._store._call(lambda batch=batch: client.upsert(self.collection, data=batch))
+
+    def staged_keys(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """The key staged for each of `doc_ids` that has vectors waiting."""
+        if not doc_ids or not self._exists():
+            return {}
+        client = self._store._connected()
+        keys: dict[str, str] = {}
+        for start in range(0, len(doc_ids), _BATCH):
+            batch = list(doc_ids[start : start + _BATCH])
+            rows = self._store._call(
+                lambda batch=batch: client.query(
+                    self.collection,
+                    filter=f"doc_id in {_strings(batch)} and position == 0",
+                    output_fields=["doc_id", "key"],
+                )
+            )
+            keys.update({row["doc_id"]: row["key"] for row in rows})
+        return keys
+
+    def take(
+        self, doc_id: str, key: str, chunks: int, sentences: int
+    ) -> tuple[Vectors, Vectors] | None:
+        """The staged vectors of `doc_id` when they were made for `key` and are all there."""
+        if not self._exists():
+            return None
+        client = self._store._connected()
+        rows = self._store._call(
+            lambda: client.query(
+                self.collection,
+                filter=f"doc_id == {_string(doc_id)} and key == {_string(key)}",
+                output_fields=["role", "position", "vector"],
+            )
+        )
+        found: dict[str, dict[int, list[float]]] = {"chunk": {}, "sentence": {}}
+        for row in rows:
+            found[row["role"]][int(row["position"])] = row["vector"]
+        if len(found["chunk"]) != chunks or len(found["sentence"]) != sentences:
+            return None
+        dimension = self._store.dimension
+        return (
+            np.array([found["chunk"][i] for i in range(chunks)], np.float32).reshape(-1, dimension),
+            np.array([found["sentence"][i] for i in range(sentences)], np.float32).reshape(
+                -1, dimension
+            ),
+        )
+
+    def discard(self, doc_ids: Sequence[str]) -> None:
+        """Drop staged vectors once an index version holds them."""
+        if not doc_ids or not self._exists():
+            return
+        client = self._store._connected()
+        for start in range(0, len(doc_ids), _BATCH):
+            batch = list(doc_ids[start : start + _BATCH])
+            self._store._call(
+                lambda batch=batch: client.delete(
+                    self.collection, filter=f"doc_id in {_strings(batch)}"
+                )
+            )
+
+    def _exists(self) -> bool:
+        """Whether the collection exists; loaded for queries when it does."""
+        client = self._store._connected()
+        if not self._store._call(lambda: client.has_collection(self.collection)):
+            return False
+        self._store._call(lambda: client.load_collection(self.collection))
+        return True

@@ -66,7 +66,12 @@ class Verbatim:
         self, paths: Sequence[Path] | None = None, progress: BuildProgress | None = None
     ) -> BuildReport:
         """Index `paths` (default: the packaged seed corpus) incrementally and swap it in."""
-        builder = IndexBuilder(
+        report = self._builder().build(list(paths) if paths else [default_corpus_dir()], progress)
+        self.reload()
+        return report
+
+    def _builder(self) -> IndexBuilder:
+        return IndexBuilder(
             self.settings.resolved_index_dir,
             self.encoder,
             self.settings.chunker,
@@ -75,9 +80,19 @@ class Verbatim:
             max_file_bytes=int(self.settings.max_file_mb * 1024 * 1024),
             parse_limits=self.settings.parse_limits,
         )
-        report = builder.build(list(paths) if paths else [default_corpus_dir()], progress)
-        self.reload()
-        return report
+
+    def prepare_shard(
+        self,
+        paths: Sequence[Path] | None,
+        shard: int,
+        shards: int,
+        progress: BuildProgress | None = None,
+    ) -> BuildReport:
+        """Encode this machine's share of the documents into the shared staging collection; a
+        later `build_index` anywhere takes those vectors instead of encoding (docs/scaling.md)."""
+        return self._builder().prepare(
+            list(paths) if paths else [default_corpus_dir()], shard, shards, progress
+        )
 
     def ensure_index(self, progress: BuildProgress | None = None) -> BuildReport | None:
         """Build the default corpus when no index exists yet, so asking works with no setup."""

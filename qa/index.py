@@ -37,7 +37,7 @@ from corpus.models import Chunk, Document, Span
 from corpus.sandbox import ParseLimits, ParserSandbox
 from corpus.tokenize import KeywordTokenizer
 from embeddings.encoder import Encoder
-from embeddings.store import DocFields, FaissStore, Ids, VectorStore, chunk_vector_id
+from embeddings.store import DocFields, FaissStore, Ids, Vectors, VectorStore, chunk_vector_id
 from qa.keyword import KeywordIndex, load_tokens
 from qa.logs import get_logger
 from qa.stores import StoreSettings
@@ -394,7 +394,9 @@ class IndexBuilder:
             if previous is not None and previous.version == version:
                 report.seconds = time.perf_counter() - started
                 return report
-            chunk_store, sentence_store = self._stores(previous, entries, fresh, report, progress)
+            chunk_store, sentence_store, staged = self._stores(
+                previous, entries, fresh, report, progress
+            )
             keyword_ids, keyword_tokens = self._keyword_tokens(previous, entries)
             self._write(
                 version,
@@ -405,6 +407,9 @@ class IndexBuilder:
                 [str(p) for p in paths],
             )
             report.written = True
+            staging = self.store.staging(self.encoder.dimension)
+            if staging is not None and staged:
+                staging.discard(staged)  # the new version holds them now
         report.seconds = time.perf_counter() - started
         log.info("index_built", **{k: v for k, v in report.to_dict().items() if k != "failed"})
         return report
@@ -460,7 +465,9 @@ class IndexBuilder:
         fresh: list[IndexedDocument],
         report: BuildReport,
         progress: BuildProgress | None,
-    ) -> tuple[VectorStore, VectorStore]:
+    ) -> tuple[VectorStore, VectorStore, list[str]]:
+        """The stores holding every entry's vectors, and the documents whose vectors came from
+        `--shard` workers' staging rather than the encoder."""
         if previous is not None and self.store.holds(previous.chunk_store):
             chunk_store, sentence_store = previous.chunk_store, previous.sentence_store
             for store in (chunk_store, sentence_store):
@@ -485,20 +492,108 @@ class IndexBuilder:
                     _sentence_ids(kept),
                     _sentence_docs(kept),
                 )
-        chunk_texts = [chunk.text for entry in fresh for chunk in entry.chunks]
+        staged = self._staged(fresh)
+        to_encode = [entry for entry in fresh if entry.document.doc_id not in staged]
+        chunk_vectors, sentence_vectors = self._encode(to_encode, progress)
+        report.chunks_embedded = len(chunk_vectors)
+        report.sentences_embedded = len(sentence_vectors)
+        if staged:  # in document order, the staged vectors between the encoded ones
+            encoded = dict(
+                zip(
+                    [e.document.doc_id for e in to_encode],
+                    _per_entry(to_encode, chunk_vectors, sentence_vectors),
+                    strict=True,
+                )
+            )
+            ordered = [staged.get(e.document.doc_id) or encoded[e.document.doc_id] for e in fresh]
+            chunk_vectors = _stacked([v[0] for v in ordered], self.encoder.dimension)
+            sentence_vectors = _stacked([v[1] for v in ordered], self.encoder.dimension)
+        chunk_store.add(_chunk_ids(fresh), chunk_vectors, _chunk_docs(fresh))
+        sentence_store.add(_sentence_ids(fresh), sentence_vectors, _sentence_docs(fresh))
+        return chunk_store, sentence_store, sorted(staged)
+
+    def _encode(
+        self, entries: list[IndexedDocument], progress: BuildProgress | None
+    ) -> tuple[Vectors, Vectors]:
+        """Chunk and sentence vectors of `entries`, in order."""
+        chunk_texts = [chunk.text for entry in entries for chunk in entry.chunks]
         sentence_texts = [
-            entry.document.text[s.start : s.end] for entry in fresh for s in entry.sentences
+            entry.document.text[s.start : s.end] for entry in entries for s in entry.sentences
         ]
         if progress is not None:
             progress.start(len(chunk_texts) + len(sentence_texts))
         advance = progress.advance if progress is not None else None
-        chunk_vectors = self.encoder.encode_passages(chunk_texts, advance)
-        sentence_vectors = self.encoder.encode_passages(sentence_texts, advance)
-        chunk_store.add(_chunk_ids(fresh), chunk_vectors, _chunk_docs(fresh))
-        sentence_store.add(_sentence_ids(fresh), sentence_vectors, _sentence_docs(fresh))
-        report.chunks_embedded = len(chunk_texts)
-        report.sentences_embedded = len(sentence_texts)
-        return chunk_store, sentence_store
+        return (
+            self.encoder.encode_passages(chunk_texts, advance),
+            self.encoder.encode_passages(sentence_texts, advance),
+        )
+
+    def _staged(self, fresh: list[IndexedDocument]) -> dict[str, tuple[Vectors, Vectors]]:
+        """Vectors that `--shard` workers encoded for these documents, where they match."""
+        staging = self.store.staging(self.encoder.dimension)
+        if staging is None or not fresh:
+            return {}
+        keys = staging.staged_keys([e.document.doc_id for e in fresh])
+        staged = {}
+        for entry in fresh:
+            doc_id, key = entry.document.doc_id, self._staging_key(entry)
+            if keys.get(doc_id) != key:
+                continue
+            vectors = staging.take(doc_id, key, len(entry.chunks), len(entry.sentences))
+            if vectors is not None:
+                staged[doc_id] = vectors
+        return staged
+
+    def _staging_key(self, entry: IndexedDocument) -> str:
+        """Names what a document's vectors depend on: its bytes, the model, the chunking."""
+        digest = hashlib.sha256(
+            json.dumps([entry.content_hash, self.encoder.model_id, asdict(self.chunker)]).encode()
+        )
+        return digest.hexdigest()[:32]
+
+    def prepare(
+        self,
+        paths: Sequence[Path],
+        shard: int,
+        shards: int,
+        progress: BuildProgress | None = None,
+    ) -> BuildReport:
+        """Encode this worker's share (`shard` of `shards`) of the documents under `paths` into
+        the shared staging collection, for a later `build` on any machine to take."""
+        started = time.perf_counter()
+        report = BuildReport()
+        staging = self.store.staging(self.encoder.dimension)
+        if staging is None:
+            raise VerbatimIndexError(
+                "`verbatim index --shard` needs a vector store shared by the machines: set "
+                "VERBATIM_VECTOR_STORE=milvus and VERBATIM_MILVUS_URI"
+            )
+        staging.ensure()
+        sources, report.failed = discover(paths, self.max_file_bytes)
+        mine = [s for s in sources if _shard_of(s.doc_id, shards) == shard]
+        known = staging.staged_keys([s.doc_id for s in mine])
+        entries = []
+        with ParserSandbox(self.parse_limits) as sandbox:
+            for source in mine:
+                entry = self._read(sandbox, source, report)
+                if entry is None:
+                    continue
+                if known.get(source.doc_id) == self._staging_key(entry):
+                    report.unchanged.append(source.doc_id)  # staged by an earlier run
+                    continue
+                entries.append(entry)
+        chunk_vectors, sentence_vectors = self._encode(entries, progress)
+        for entry, (chunks, sentences) in zip(
+            entries, _per_entry(entries, chunk_vectors, sentence_vectors), strict=True
+        ):
+            staging.put(entry.document.doc_id, self._staging_key(entry), chunks, sentences)
+            report.added.append(entry.document.doc_id)
+        report.chunks_total = sum(len(e.chunks) for e in entries)
+        report.chunks_embedded = len(chunk_vectors)
+        report.sentences_embedded = len(sentence_vectors)
+        report.seconds = time.perf_counter() - started
+        log.info("shard_prepared", shard=shard, shards=shards, documents=len(entries))
+        return report
 
     def _keyword_tokens(
         self, previous: Index | None, entries: dict[str, IndexedDocument]
@@ -637,6 +732,30 @@ class IndexBuilder:
                     f"another `verbatim index` is building {self.index_dir}; wait for it to finish"
                 ) from exc
             yield
+
+
+def _shard_of(doc_id: str, shards: int) -> int:
+    """The 1-based shard a document belongs to: stable across machines and runs."""
+    return int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) % shards + 1
+
+
+def _per_entry(
+    entries: list[IndexedDocument], chunks: Vectors, sentences: Vectors
+) -> list[tuple[Vectors, Vectors]]:
+    """Split vectors encoded for `entries` back into each entry's (chunks, sentences)."""
+    split = []
+    chunk_at = sentence_at = 0
+    for entry in entries:
+        chunk_end, sentence_end = chunk_at + len(entry.chunks), sentence_at + len(entry.sentences)
+        split.append((chunks[chunk_at:chunk_end], sentences[sentence_at:sentence_end]))
+        chunk_at, sentence_at = chunk_end, sentence_end
+    return split
+
+
+def _stacked(parts: list[Vectors], dimension: int) -> Vectors:
+    if not parts:
+        return np.zeros((0, dimension), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def _chunk_ids(entries: list[IndexedDocument]) -> Ids:

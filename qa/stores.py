@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from embeddings.store import FaissStore, StoreConfig, VectorStore
+
+if TYPE_CHECKING:
+    from embeddings.milvus import MilvusStaging
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,16 @@ class StoreSettings:
             uri = self.milvus_uri if self.backend == "milvus" else ""
             return MilvusStore.load(directory, dimension, uri, self.milvus_token)
         return FaissStore.load(directory, dimension, self.faiss)
+
+    def staging(self, dimension: int) -> MilvusStaging | None:
+        """Where `verbatim index --shard` workers leave vectors for the build (Milvus only)."""
+        if self.backend != "milvus":
+            return None
+        from embeddings.milvus import MilvusStaging
+
+        return MilvusStaging(
+            dimension, self.milvus_uri, f"{self.milvus_collection}_staging", self.milvus_token
+        )
 
     def holds(self, store: VectorStore) -> bool:
         """Whether `store` is of the configured backend (else a build moves the vectors)."""

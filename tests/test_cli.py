@@ -122,3 +122,12 @@ def test_help_explains_commands(home: Path) -> None:
     for command in ("index", "ask", "documents"):
         assert command in result.stdout
     assert "VERBATIM_" in result.stdout
+
+
+def test_shard_option_explains_its_format_and_what_it_needs(home: Path) -> None:
+    malformed = run(home, "index", "--shard", "3/2")
+    assert malformed.returncode == 2 and "--shard takes I/N" in malformed.stderr
+    unshared = run(home, "index", "--shard", "1/2")  # FAISS: nothing for other machines to share
+    assert unshared.returncode == 1, unshared.stderr
+    assert "VERBATIM_VECTOR_STORE=milvus" in unshared.stderr
+    assert "Traceback" not in unshared.stderr

@@ -23,6 +23,7 @@ from embeddings.store import (
 )
 from qa.engine import Verbatim
 from qa.filters import Filters
+from qa.index import VerbatimIndexError
 
 from .live_server import LiveServer
 
@@ -168,3 +169,49 @@ def _poll_until_not_loading(url: str) -> httpx.Response:
         if "loading" not in response.text or time.monotonic() > deadline:
             return response
         time.sleep(0.1)  # waiting on a starting server's state, with a deadline
+
+
+def test_shards_encoded_on_several_machines_make_one_index(
+    milvus: str, make_engine: Callable[..., Verbatim], tmp_path: Path, seed_dir: Path
+) -> None:
+    for number in range(4):
+        (seed_dir / f"note_{number}.md").write_text(
+            f"# Note {number}\n\nExercise {number} tested the logistics code KX-{7740 + number}. "
+            "It ran for two weeks."
+        )
+    options = {"vector_store": "milvus", "milvus_uri": milvus, "milvus_collection": "sharded"}
+    # Two "machines": own homes, one shared Milvus. Each encodes only its share.
+    reports = [
+        make_engine(home=tmp_path / f"worker{shard}", **options).prepare_shard([seed_dir], shard, 2)
+        for shard in (1, 2)
+    ]
+    shares = [set(report.added) for report in reports]
+    assert shares[0] and shares[1] and not shares[0] & shares[1]
+    assert shares[0] | shares[1] == {path.stem for path in seed_dir.iterdir()}
+    edited = seed_dir / "note_0.md"  # changed after staging: its staged vectors must not be used
+    edited.write_text(edited.read_text().replace("two weeks", "three weeks"))
+
+    coordinator = make_engine(home=tmp_path / "coordinator", **options)
+    built = coordinator.build_index([seed_dir])
+    note = coordinator.index.entries["note_0"]
+    assert (built.chunks_embedded, built.sentences_embedded) == (
+        len(note.chunks),
+        len(note.sentences),
+    )  # only the edited document was encoded here; the rest came from the workers
+    reference = make_engine(home=tmp_path / "faiss")
+    reference.build_index([seed_dir])
+    for question in [*QUESTIONS, "Which exercise used the code KX-7742?"]:
+        assert [p.chunk_id for p in coordinator.search(question, 5).passages] == [
+            p.chunk_id for p in reference.search(question, 5).passages
+        ]
+        assert [q.text for q in coordinator.ask(question).quotes] == [
+            q.text for q in reference.ask(question).quotes
+        ]
+    staging = coordinator.settings.store.staging(coordinator.encoder.dimension)
+    assert staging is not None
+    assert set(staging.staged_keys(sorted(shares[0] | shares[1]))) == {"note_0"}  # used: gone
+
+
+def test_shard_needs_a_shared_store(make_engine: Callable[..., Verbatim]) -> None:
+    with pytest.raises(VerbatimIndexError, match="VERBATIM_VECTOR_STORE=milvus"):
+        make_engine().prepare_shard(None, 1, 2)
