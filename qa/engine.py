@@ -7,6 +7,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from corpus.loader import default_corpus_dir
 from corpus.metadata import detect_language
 from corpus.models import Document
@@ -59,6 +62,8 @@ class Verbatim:
         self._reranker_ready = False
         self._index: Index | None = None
         self._lock = threading.Lock()
+        self._encoding = 0  # questions being encoded now: with company, they go to the batcher
+        self._encoding_lock = threading.Lock()
 
     # ------------------------------------------------------------ indexing
 
@@ -205,14 +210,25 @@ class Verbatim:
             raise ValueError("the question is empty")
         return Query(
             text=question,
-            vector=(
-                self.batcher.encode(question)
-                if self.batcher is not None
-                else self.encoder.encode_queries([question])[0]
-            ),
+            vector=self._encode_question(question),
             tokens=self.tokenizer.tokenize(question),
             semantic=self._understood(detect_language(question)),
         )
+
+    def _encode_question(self, question: str) -> npt.NDArray[np.float32]:
+        """A lone question is encoded at once; questions that overlap share the batcher's calls
+        (no thread hop, +0.4 ms, for the CLI or an idle server)."""
+        with self._encoding_lock:
+            self._encoding += 1
+            company = self._encoding > 1
+        try:
+            if company and self.batcher is not None:
+                return self.batcher.encode(question)
+            alone: npt.NDArray[np.float32] = self.encoder.encode_queries([question])[0]
+            return alone
+        finally:
+            with self._encoding_lock:
+                self._encoding -= 1
 
     def _understood(self, lang: str) -> bool:
         """Whether the encoder's vectors mean anything for a question in `lang`."""

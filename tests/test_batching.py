@@ -4,7 +4,7 @@ own vector, and a failed batch fails only its own callers."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,6 +13,7 @@ import pytest
 
 from embeddings.batching import QueryBatcher
 from embeddings.encoder import Encoder
+from qa.engine import Verbatim
 
 QUESTIONS = [f"What did the {n}th joint statement say about the alliance?" for n in range(16)]
 
@@ -67,3 +68,32 @@ def test_a_failed_batch_fails_its_callers_and_the_next_one_works(encoder: Encode
         batcher.encode(QUESTIONS[0])
     again = batcher.encode(QUESTIONS[1])
     assert np.allclose(again, encoder.encode_queries(QUESTIONS[1:2])[0], atol=1e-5)
+
+
+def test_only_overlapping_questions_go_through_the_batcher(
+    make_engine: Callable[..., Verbatim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine()
+    engine.build_index()
+    assert engine.batcher is not None
+    encode = engine.encoder.encode_queries
+    entered, release = threading.Event(), threading.Event()
+
+    def held_first(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if texts == ["first question about the alliance"]:
+            entered.set()
+            assert release.wait(30)
+        return encode(texts)
+
+    monkeypatch.setattr(engine.encoder, "encode_queries", held_first)
+    engine.batcher._encode = held_first
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(engine.ask, "first question about the alliance")
+        assert entered.wait(30)  # encoding alone, directly: nobody else was encoding
+        second = pool.submit(engine.ask, "How many personnel are deployed?")
+        second.result(30)  # it had company: encoded by the batcher while the first waits
+        assert engine.batcher.encoded == 1
+        release.set()
+        first.result(30)
+    engine.ask("A lone question afterwards")
+    assert engine.batcher.encoded == 1  # lone questions never take the thread hop
