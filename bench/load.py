@@ -23,7 +23,6 @@ class Reply:
     status: int
     latency_ms: float
     body: dict[str, Any]
-    retry_after: str | None = None
 
 
 @dataclass
@@ -91,7 +90,6 @@ async def drive(
                     status=response.status_code,
                     latency_ms=(time.perf_counter() - started) * 1000,
                     body=response.json(),
-                    retry_after=response.headers.get("retry-after"),
                 )
             )
 

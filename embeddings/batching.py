@@ -32,8 +32,7 @@ class QueryBatcher:
         self._waiting: queue.SimpleQueue[tuple[str, Future[Vector]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.batches = 0  # encoder calls made, for metrics and tests
-        self.encoded = 0
+        self.encoded = 0  # questions encoded through batches
         self._last_size = 0
 
     def encode(self, text: str) -> Vector:
@@ -86,7 +85,6 @@ class QueryBatcher:
             for _, result in batch:
                 result.set_exception(exc)
             return
-        self.batches += 1
         self.encoded += len(batch)
         self._last_size = len(batch)
         for (_, result), vector in zip(batch, vectors, strict=True):

@@ -3,17 +3,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bots.http import create_app
 from corpus.loader import default_corpus_dir
 from embeddings.encoder import Encoder, EncoderConfig
 from qa.engine import Verbatim
 from qa.logs import configure_logging
 from qa.settings import Settings
+
+from .live_server import LiveServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 configure_logging("WARNING")
@@ -50,6 +53,15 @@ def make_engine(tmp_path: Path, encoder: Encoder) -> Callable[..., Verbatim]:
         return Verbatim(Settings(**settings), shared)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[LiveServer]:
+    """A real uvicorn server on 127.0.0.1 over the seed corpus, rate limit off, per module."""
+    settings = Settings(home=tmp_path_factory.mktemp("http-home"), rate_limit="")
+    with LiveServer(create_app(settings, Verbatim(settings, encoder))) as live:
+        live.wait_ready()
+        yield live
 
 
 @pytest.fixture(scope="session")

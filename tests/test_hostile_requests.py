@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,18 +25,10 @@ from .live_server import LiveServer
 API_KEY = "k-9f2c1e7d5b3a"
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[LiveServer]:
-    settings = Settings(home=tmp_path_factory.mktemp("fuzz-home"), rate_limit="")
-    with LiveServer(create_app(settings, Verbatim(settings, encoder))) as server:
-        server.wait_ready()
-        yield server
-
-
-def test_api_fuzzed_from_its_schema(live: LiveServer) -> None:
+def test_api_fuzzed_from_its_schema(server: LiveServer) -> None:
     """Every operation of the OpenAPI schema, fuzzed (valid and invalid data): no server error,
     and every response (errors included) conforms to the schema."""
-    api = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+    api = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]  # type: ignore[union-attr]
     assert {op.label for op in operations} >= {"POST /v1/ask", "GET /v1/documents/{doc_id}"}
     for operation in operations:
@@ -45,7 +36,7 @@ def test_api_fuzzed_from_its_schema(live: LiveServer) -> None:
         @given(case=operation.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
-            case.call_and_validate(base_url=live.url)
+            case.call_and_validate(base_url=server.url)
 
         check()
 
@@ -63,8 +54,10 @@ _QUESTION_TEXT = st.text(
 
 @given(question=_QUESTION_TEXT)
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-def test_any_question_text_gets_an_answer_or_a_clear_error(live: LiveServer, question: str) -> None:
-    response = httpx.post(f"{live.url}/v1/ask", json={"question": question}, timeout=30)
+def test_any_question_text_gets_an_answer_or_a_clear_error(
+    server: LiveServer, question: str
+) -> None:
+    response = httpx.post(f"{server.url}/v1/ask", json={"question": question}, timeout=30)
     if not question.strip():
         assert response.status_code == 422
         assert response.json()["error"]["message"].startswith("question: ")
@@ -74,14 +67,14 @@ def test_any_question_text_gets_an_answer_or_a_clear_error(live: LiveServer, que
     assert answer["question"] == question
     assert answer["status"] in ("answered", "no_answer")
     for quote in answer["quotes"]:
-        text = httpx.get(f"{live.url}/v1/documents/{quote['doc_id']}").json()["text"]
+        text = httpx.get(f"{server.url}/v1/documents/{quote['doc_id']}").json()["text"]
         assert text[quote["char_start"] : quote["char_end"]] == quote["text"]
 
 
-def test_question_length_limit(live: LiveServer) -> None:
-    at_limit = httpx.post(f"{live.url}/v1/ask", json={"question": "alliance " * 222 + "ab"})
+def test_question_length_limit(server: LiveServer) -> None:
+    at_limit = httpx.post(f"{server.url}/v1/ask", json={"question": "alliance " * 222 + "ab"})
     assert at_limit.status_code == 200
-    over = httpx.post(f"{live.url}/v1/ask", json={"question": "a" * (QUESTION_LIMIT + 1)})
+    over = httpx.post(f"{server.url}/v1/ask", json={"question": "a" * (QUESTION_LIMIT + 1)})
     assert over.status_code == 422
     assert "2000" in over.json()["error"]["message"]
 
@@ -95,14 +88,14 @@ def test_question_length_limit(live: LiveServer) -> None:
         "/v1/documents/~root",
     ],
 )
-def test_documents_route_reads_only_the_index(live: LiveServer, path: str) -> None:
-    response = httpx.get(f"{live.url}{path}")
+def test_documents_route_reads_only_the_index(server: LiveServer, path: str) -> None:
+    response = httpx.get(f"{server.url}{path}")
     assert response.status_code == 404
     assert "root:" not in response.text
 
 
-def test_page_forbids_inline_script_and_framing(live: LiveServer) -> None:
-    headers = httpx.get(f"{live.url}/").headers
+def test_page_forbids_inline_script_and_framing(server: LiveServer) -> None:
+    headers = httpx.get(f"{server.url}/").headers
     policy = headers["content-security-policy"]
     assert "default-src 'self'" in policy and "unsafe-inline" not in policy
     assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy

@@ -25,14 +25,6 @@ from .live_server import LiveServer
 TROOPS = "How many U.S. military personnel are forward deployed in the region?"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[LiveServer]:
-    settings = Settings(home=tmp_path_factory.mktemp("http-home"), rate_limit="")
-    with LiveServer(create_app(settings, Verbatim(settings, encoder))) as live:
-        live.wait_ready()
-        yield live
-
-
 @pytest.fixture
 def start(tmp_path: Path, encoder: Encoder) -> Iterator[Callable[..., LiveServer]]:
     """Starts a server with its own settings; stopped after the test."""
