@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.e5 import MODEL_ID as E5_ID
+from embeddings.e5 import MODEL_NAMES as E5_NAMES
+from embeddings.e5 import E5ConversionError, packaged_e5_folder
 from embeddings.use import MODEL_ID as USE_ID
 from embeddings.use import MODEL_NAMES as USE_NAMES
 from embeddings.use import UniversalSentenceEncoder
@@ -66,6 +69,8 @@ class Encoder:
             return DEFAULT_MODEL
         if self.config.model in USE_NAMES:
             return USE_ID
+        if self.config.model in E5_NAMES:
+            return E5_ID
         return self.config.model
 
     @property
@@ -150,7 +155,7 @@ def _load_model(config: EncoderConfig) -> Any:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if config.model in USE_NAMES:
         return _load_use()
-    location = _resolve(config.model)
+    location = _resolve(config)
     if config.backend not in BACKENDS:
         raise ModelLoadError(
             f"unknown encoder backend {config.backend!r}; use one of {', '.join(BACKENDS)}"
@@ -196,10 +201,12 @@ def _load_onnx(config: EncoderConfig, location: str) -> Any:
             f"the ONNX backend needs a local model folder, not {config.model!r}; "
             "set VERBATIM_MODEL to one, or VERBATIM_ENCODER_BACKEND=torch"
         )
-    cache = config.cache_dir or Path(tempfile.gettempdir()) / "verbatim-onnx"
     try:
         return OnnxSentenceModel(
-            Path(location), cache, quantized=config.backend == "onnx-int8", threads=config.threads
+            Path(location),
+            _model_cache(config),
+            quantized=config.backend == "onnx-int8",
+            threads=config.threads,
         )
     except (OnnxExportError, OSError, ImportError) as exc:
         raise ModelLoadError(
@@ -207,7 +214,18 @@ def _load_onnx(config: EncoderConfig, location: str) -> Any:
         ) from exc
 
 
-def _resolve(model: str) -> str:
+def _model_cache(config: EncoderConfig) -> Path:
+    return config.cache_dir or Path(tempfile.gettempdir()) / "verbatim-onnx"
+
+
+def _resolve(config: EncoderConfig) -> str:
+    """A packaged model's folder on disk; any other name or path as the user gave it."""
+    model = config.model
+    if model in E5_NAMES:
+        try:
+            return str(packaged_e5_folder(_model_cache(config)))
+        except (E5ConversionError, OSError) as exc:
+            raise ModelLoadError(f"cannot prepare multilingual-e5-small: {exc}") from exc
     if model not in _PACKAGED_ALIASES:
         return model
     try:

@@ -27,8 +27,6 @@ class OnnxExportError(RuntimeError):
 
 
 class OnnxSentenceModel:
-    prompts: dict[str, str] = {}  # noqa: RUF012 - mirrors SentenceTransformer.prompts
-
     def __init__(
         self, model_dir: Path, cache_dir: Path, quantized: bool = False, threads: int = 0
     ) -> None:
@@ -38,6 +36,7 @@ class OnnxSentenceModel:
         self.model_dir = model_dir
         self.max_seq_length = _max_seq_length(model_dir)
         self.dimension = _mean_pooling_dimension(model_dir)
+        self.prompts = _prompts(model_dir)  # as SentenceTransformer.prompts
         onnx_file = _cached_export(model_dir, cache_dir, quantized)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
@@ -50,7 +49,12 @@ class OnnxSentenceModel:
         )
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(self.max_seq_length)
-        self._tokenizer.enable_padding()
+        # Pad each batch to its longest text (some tokenizer files pad to a fixed length),
+        # with the model's own pad token.
+        padding = self._tokenizer.padding or {}
+        self._tokenizer.enable_padding(
+            pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]")
+        )
 
     def get_embedding_dimension(self) -> int:
         return self.dimension
@@ -127,6 +131,8 @@ def _export(model_dir: Path, target: Path) -> None:
     import transformers
 
     transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    # A converted folder has no pooler weights; the pooler is not exported, so no report.
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     model = transformers.AutoModel.from_pretrained(str(model_dir)).eval()
 
     class _Hidden(torch.nn.Module):
@@ -158,6 +164,14 @@ def _max_seq_length(model_dir: Path) -> int:
     if config.exists():
         return int(json.loads(config.read_text()).get("max_seq_length", 512))
     return 512
+
+
+def _prompts(model_dir: Path) -> dict[str, str]:
+    config = model_dir / "config_sentence_transformers.json"
+    if not config.exists():
+        return {}
+    prompts = json.loads(config.read_text()).get("prompts") or {}
+    return {str(name): str(text) for name, text in prompts.items()}
 
 
 def _mean_pooling_dimension(model_dir: Path) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,10 @@ from corpus.metadata import detect_language
 from corpus.models import Document
 from corpus.tokenize import KeywordTokenizer
 from embeddings.batching import QueryBatcher
-from embeddings.encoder import Encoder
+from embeddings.encoder import Encoder, ModelLoadError
 from embeddings.store import set_search_threads
 from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
+from qa.crosslingual import CrossLingualReader
 from qa.filters import Filters
 from qa.index import (
     BuildProgress,
@@ -27,10 +29,13 @@ from qa.index import (
     current_version_dir,
     load_index,
 )
+from qa.logs import get_logger
 from qa.quotes import QuoteSelector, ScoredQuote, diverse
 from qa.rerank import Reranker, make_reranker
 from qa.retriever import Candidate, Mode, Query, Selection, make_retriever
 from qa.settings import Settings
+
+_log = get_logger("verbatim.engine")
 
 
 class DocumentNotFoundError(KeyError):
@@ -60,6 +65,8 @@ class Verbatim:
         )
         self._reranker: Reranker | None = None
         self._reranker_ready = False
+        self._reader: CrossLingualReader | None = None
+        self._reader_ready = False
         self._index: Index | None = None
         self._lock = threading.Lock()
         self._encoding = 0  # questions being encoded now: with company, they go to the batcher
@@ -139,16 +146,16 @@ class Verbatim:
         """The quotes that answer `question`, or `no_answer` with the closest one flagged."""
         started = time.perf_counter()
         top_k = top_k or self.settings.top_k
-        index, query, mode = self.index, self._query(question), mode or self.settings.mode
-        candidates = self._candidates(
-            index, query, max(self.settings.candidates, top_k), filters, mode
+        index, mode = self.index, mode or self.settings.mode
+        query, candidates = self._candidates(
+            index, self._query(question), max(self.settings.candidates, top_k), filters, mode
         )
         # Enough distinct quotes for `diverse` to spread top_k over documents; comparing every
         # quote with every kept one was the largest cost of an answer after the encoder.
         ranked = QuoteSelector(index, self.tokenizer, self.settings.quotes).rank(
             query, candidates, limit=max(5 * top_k, 25)
         )
-        threshold = self.settings.answer_threshold(self.encoder.model_id)
+        threshold = self.settings.answer_threshold(query.model_id)
         answering = [q for q in ranked if q.score >= threshold]
         if answering:
             chosen, status, closest = diverse(answering, top_k), "answered", False
@@ -181,8 +188,10 @@ class Verbatim:
     ) -> SearchResult:
         """Ranked passages for `question`, without quote selection."""
         started = time.perf_counter()
-        index, query, mode = self.index, self._query(question), mode or self.settings.mode
-        candidates = self._candidates(index, query, top_k or self.settings.top_k, filters, mode)
+        index, mode = self.index, mode or self.settings.mode
+        query, candidates = self._candidates(
+            index, self._query(question), top_k or self.settings.top_k, filters, mode
+        )
         passages = [
             Passage(
                 rank=rank,
@@ -213,6 +222,7 @@ class Verbatim:
             vector=self._encode_question(question),
             tokens=self.tokenizer.tokenize(question),
             semantic=self._understood(detect_language(question)),
+            model_id=self.encoder.model_id,
         )
 
     def _encode_question(self, question: str) -> npt.NDArray[np.float32]:
@@ -237,8 +247,10 @@ class Verbatim:
 
     def _candidates(
         self, index: Index, query: Query, k: int, filters: Filters | None, mode: Mode
-    ) -> list[Candidate]:
-        """First stage (the `mode`'s retriever), then the reranker when one is configured."""
+    ) -> tuple[Query, list[Candidate]]:
+        """First stage (the `mode`'s retriever), then the reranker when one is configured, or,
+        for a question the encoder cannot read, the cross-lingual reader (which reads the
+        question anew: the query it returns carries that reading)."""
         settings = self.settings
         retriever = make_retriever(
             index,
@@ -248,12 +260,16 @@ class Verbatim:
             rrf_k=settings.rrf_k,
             weight=settings.fusion_weight,
         )
+        reader = None if query.semantic else self.cross_lingual_reader
         reranker = self.reranker
-        depth = max(k, settings.rerank_depth) if reranker is not None else k
+        second_stage = reader is not None or reranker is not None
+        depth = max(k, settings.rerank_depth) if second_stage else k
         candidates = retriever.retrieve(query, depth, self._selection(index, filters))
+        if reader is not None:
+            return reader.read(index, query, candidates, k)
         if reranker is not None:
             candidates = reranker.rerank(index, query, candidates)
-        return candidates[:k]
+        return query, candidates[:k]
 
     @property
     def reranker(self) -> Reranker | None:
@@ -262,6 +278,29 @@ class Verbatim:
                 self._reranker = make_reranker(self.settings.rerank, self.settings.home / "models")
                 self._reranker_ready = True
             return self._reranker
+
+    @property
+    def cross_lingual_reader(self) -> CrossLingualReader | None:
+        """The reader for questions the encoder cannot read; None when not configured, or when
+        its model cannot be loaded (logged once; such questions are then answered from
+        keywords alone, as without it)."""
+        with self._lock:
+            if not self._reader_ready:
+                self._reader = self._make_reader()
+                self._reader_ready = True
+            return self._reader
+
+    def _make_reader(self) -> CrossLingualReader | None:
+        name = self.settings.cross_lingual_model
+        if name in ("", "none"):
+            return None
+        encoder = Encoder(replace(self.settings.encoder, model=name))
+        try:
+            encoder.load()
+        except ModelLoadError as exc:
+            _log.warning("cross_lingual_model_unavailable", model=name, error=str(exc))
+            return None
+        return CrossLingualReader(encoder, self.settings.rerank_depth)
 
     def _explain(self, query: Query, candidate: Candidate, mode: Mode) -> Explanation:
         words = set(self.tokenizer.tokenize(candidate.chunk.text))

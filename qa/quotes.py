@@ -86,7 +86,11 @@ class QuoteSelector:
         spans = [entry.sentences[i] for i in chunk.sentences]
         ids = [sentence_vector_id(chunk.doc_id, i) for i in chunk.sentences]
         sentences = [self._sentence(i, text, span) for i, span in zip(ids, spans, strict=True)]
-        vectors = self.index.sentence_store.vectors(np.array(ids, dtype=np.int64))
+        vectors = (
+            np.vstack([query.sentence_vectors[i] for i in ids])
+            if query.sentence_vectors is not None
+            else self.index.sentence_store.vectors(np.array(ids, dtype=np.int64))
+        )
         vector = query.vector.reshape(-1)
         keyword_total = sum(idf.values())
         keywords = [s.keywords for s in sentences]

@@ -8,6 +8,7 @@ carries both signals, whichever route found it, so later stages (reranking, abst
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -29,6 +30,9 @@ class Query:
     vector: npt.NDArray[np.float32]  # unit vector of the question
     tokens: list[str]  # BM25 tokens of the question
     semantic: bool = True  # False when the encoder does not understand the question's language
+    model_id: str = ""  # the encoder whose vectors score this question's quotes
+    # Sentence vectors from another encoder than the index's (see qa.crosslingual), by vector id
+    sentence_vectors: Mapping[int, npt.NDArray[np.float32]] | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from corpus.chunking import ChunkerSettings
 from corpus.sandbox import ParseLimits
 from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
+from embeddings.e5 import MODEL_ID as E5_MODEL_ID
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
 from embeddings.store import StoreConfig
 from embeddings.use import MODEL_ID as USE_MODEL_ID
@@ -28,7 +29,9 @@ from qa.stores import StoreSettings
 CALIBRATED_THRESHOLDS = {
     DEFAULT_MODEL: 0.39,  # English questions (the model reads English only)
     USE_MODEL_ID: 0.115,  # English and Japanese questions
+    E5_MODEL_ID: 0.545,  # Japanese questions, read by the cross-lingual reader
 }
+E5_MODEL_NAME = "multilingual-e5-small"
 UNCALIBRATED_THRESHOLD = 0.45  # other models: calibrate on your questions
 
 
@@ -58,6 +61,8 @@ class Settings(BaseSettings):
     reranker: RerankerKind = "sentences"
     reranker_model: str | None = None  # bi-encoder or cross-encoder name or local path
     rerank_depth: int = Field(30, ge=1, le=1000)
+    # Reads questions in a language the model does not (qa/crosslingual.py); "none": off.
+    cross_lingual_model: str = E5_MODEL_NAME
     quote_chunk_weight: float = Field(0.0, ge=0.0, le=1.0)
     quote_keyword_weight: float = Field(0.3, ge=0.0, le=1.0)  # share of keyword coverage
     vector_store: Literal["faiss", "milvus"] = "faiss"

