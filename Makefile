@@ -57,10 +57,17 @@ bench-eval: install
 	    $(BIN)/verbatim eval $(SHARED_EVAL)/$$set --run dense:mode=dense,reranker=none \
 	      --run bm25:mode=bm25,reranker=none --run hybrid:mode=hybrid,reranker=none \
 	      --run hybrid+rerank:mode=hybrid,reranker=sentences \
+	      --run hybrid+rerank-no-reader:mode=hybrid,reranker=sentences,cross_lingual_model=none \
 	      --run dense-whole-doc:mode=dense,reranker=none,chunk_size=4000 \
 	      --out bench/results/eval-$$set; \
 	  else echo "skipping $$set: $(SHARED_EVAL)/$$set is absent"; fi; \
 	done
+	@if [ -d $(SHARED_EVAL)/jaquad-mteb-validation ]; then \
+	  $(BIN)/verbatim eval $(SHARED_EVAL)/jaquad-mteb-validation \
+	    --run e5-dense:model=multilingual-e5-small,mode=dense,reranker=none \
+	    --run e5-hybrid:model=multilingual-e5-small,mode=hybrid,reranker=none \
+	    --run e5-hybrid+rerank:model=multilingual-e5-small,mode=hybrid,reranker=sentences \
+	    --out bench/results/eval-jaquad-e5; fi
 
 # LangChain and txtai run in their own venv so the product never depends on them.
 PEERS := .venv-peers

@@ -67,6 +67,7 @@ class Verbatim:
         self._reranker_ready = False
         self._reader: CrossLingualReader | None = None
         self._reader_ready = False
+        self._reader_lock = threading.Lock()
         self._index: Index | None = None
         self._lock = threading.Lock()
         self._encoding = 0  # questions being encoded now: with company, they go to the batcher
@@ -284,7 +285,7 @@ class Verbatim:
         """The reader for questions the encoder cannot read; None when not configured, or when
         its model cannot be loaded (logged once; such questions are then answered from
         keywords alone, as without it)."""
-        with self._lock:
+        with self._reader_lock:  # not self._lock: loading a model must not hold up `index`
             if not self._reader_ready:
                 self._reader = self._make_reader()
                 self._reader_ready = True
@@ -294,7 +295,9 @@ class Verbatim:
         name = self.settings.cross_lingual_model
         if name in ("", "none"):
             return None
-        encoder = Encoder(replace(self.settings.encoder, model=name))
+        # the reader's model with its own prompts, not those configured for VERBATIM_MODEL
+        config = replace(self.settings.encoder, model=name, query_prompt=None, passage_prompt=None)
+        encoder = Encoder(config)
         try:
             encoder.load()
         except ModelLoadError as exc:
