@@ -4,12 +4,14 @@ The index's vectors mean nothing for such a question, so the first stage finds i
 by keywords and, past those, nearest chunks that are little better than arbitrary. A
 multilingual encoder then reads the question and those candidates at question time: it orders
 them (fused with their BM25 rank where they have one) and gives quote selection the sentence
-vectors to score with. Only these questions pay for the second model, and what it has read
-stays memoised per index version, so a small corpus is read once.
+vectors to score with. Only these questions pay for the second model. What it has read stays
+memoised by the text's digest, so a small corpus is read once and a re-index re-reads only the
+passages it changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import replace
@@ -18,7 +20,6 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.encoder import Encoder
-from embeddings.store import chunk_vector_id
 from qa.index import Index, sentence_vector_id
 from qa.retriever import Candidate, Query
 
@@ -30,9 +31,12 @@ class CrossLingualReader:
     def __init__(self, encoder: Encoder, depth: int, memo_size: int = 50_000) -> None:
         self.encoder = encoder
         self.depth = depth  # candidates read and re-ordered; the rest keep their order
-        self.memo_size = memo_size  # passage vectors kept, over all index versions
-        self._memo: OrderedDict[tuple[str, int], Vectors] = OrderedDict()
-        self._lock = threading.Lock()
+        self.memo_size = memo_size  # passage vectors kept, least recently used dropped first
+        self._memo: OrderedDict[bytes, Vectors] = OrderedDict()
+        self._lock = threading.Lock()  # guards the memo
+        # One encode at a time: questions arriving together after a re-index would otherwise
+        # each encode the same new passages (measured: p99 30 s and 2.4 GB under 50 clients).
+        self._encoding = threading.Lock()
 
     def read(
         self, index: Index, query: Query, candidates: list[Candidate], k: int
@@ -41,47 +45,45 @@ class CrossLingualReader:
         vector, and the vectors of those candidates' sentences for quote selection."""
         head, tail = candidates[: self.depth], candidates[self.depth :]
         vector = self.encoder.encode_queries([query.text])[0]
-        chunks = self._vectors(
-            index, [(chunk_vector_id(c.chunk.chunk_id), c.chunk.text) for c in head], "c"
-        )
+        chunks = self._vectors([c.chunk.text for c in head])
         kept = (_fused(head, (chunks @ vector).tolist()) + tail)[:k]
-        sentences = [
-            (sentence_vector_id(c.chunk.doc_id, i), _sentence(index, c, i))
-            for c in kept
-            for i in c.chunk.sentences
-        ]
-        vectors = self._vectors(index, sentences, "s")
+        ids = [sentence_vector_id(c.chunk.doc_id, i) for c in kept for i in c.chunk.sentences]
+        texts = [_sentence(index, c, i) for c in kept for i in c.chunk.sentences]
         read = replace(
             query,
             vector=vector,
             semantic=True,
             model_id=self.encoder.model_id,
-            sentence_vectors={vid: v for (vid, _), v in zip(sentences, vectors, strict=True)},
+            sentence_vectors=dict(zip(ids, self._vectors(texts), strict=True)),
         )
         return read, kept
 
-    def _vectors(self, index: Index, items: list[tuple[int, str]], kind: str) -> Vectors:
-        """Vectors of (id, text) passages, encoding only those not read before."""
-        keys = [(f"{index.version}/{kind}", vector_id) for vector_id, _ in items]
+    def _vectors(self, texts: list[str]) -> Vectors:
+        """Vectors of `texts`, encoding only those not read before (each once)."""
+        if not texts:
+            return np.zeros((0, self.encoder.dimension), dtype=np.float32)
+        keys = [hashlib.blake2b(text.encode(), digest_size=16).digest() for text in texts]
+        known = self._recall(keys)
+        if len(known) < len(set(keys)):
+            with self._encoding:
+                known.update(self._recall(keys))  # encoded meanwhile by another question
+                missing = {key: t for key, t in zip(keys, texts, strict=True) if key not in known}
+                if missing:
+                    fresh = self.encoder.encode_passages(list(missing.values()))
+                    new = dict(zip(missing, fresh, strict=True))
+                    known.update(new)
+                    with self._lock:
+                        self._memo.update(new)
+                        while len(self._memo) > self.memo_size:
+                            self._memo.popitem(last=False)
+        return np.vstack([known[key] for key in keys])
+
+    def _recall(self, keys: list[bytes]) -> dict[bytes, Vectors]:
         with self._lock:
             known = {key: self._memo[key] for key in keys if key in self._memo}
             for key in known:
                 self._memo.move_to_end(key)
-        # overlapping chunks share sentences: each is encoded once
-        missing = {
-            key: text for key, (_, text) in zip(keys, items, strict=True) if key not in known
-        }
-        if missing:
-            fresh = self.encoder.encode_passages(list(missing.values()))
-            new = dict(zip(missing, fresh, strict=True))
-            known.update(new)
-            with self._lock:
-                self._memo.update(new)
-                while len(self._memo) > self.memo_size:
-                    self._memo.popitem(last=False)
-        if not keys:
-            return np.zeros((0, self.encoder.dimension), dtype=np.float32)
-        return np.vstack([known[key] for key in keys])
+        return known
 
 
 def _sentence(index: Index, candidate: Candidate, position: int) -> str:

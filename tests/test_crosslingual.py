@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +68,40 @@ def test_without_the_reader_the_same_question_is_not_answered(
     assert not (answer.status == "answered" and "about 100,000" in answer.quotes[0].text)
 
 
-def test_english_questions_never_reach_the_reader(
-    tmp_path: Path, encoder: Encoder, engine: Verbatim
-) -> None:
-    fresh = Verbatim(Settings(home=tmp_path, index_dir=engine.settings.resolved_index_dir), encoder)
+def _reading(home: Path, encoder: Encoder, engine: Verbatim) -> tuple[Verbatim, _CountingEncoder]:
+    """A new engine over `engine`'s index (so an empty memo), its reader's encoder counted."""
+    fresh = Verbatim(Settings(home=home, index_dir=engine.settings.resolved_index_dir), encoder)
     reader = fresh.cross_lingual_reader
     assert reader is not None
     counting = _CountingEncoder(reader.encoder)
     reader.encoder = counting  # type: ignore[assignment]
+    return fresh, counting
+
+
+def test_english_questions_never_reach_the_reader(
+    tmp_path: Path, encoder: Encoder, engine: Verbatim
+) -> None:
+    fresh, counting = _reading(tmp_path, encoder, engine)
     fresh.ask("How many U.S. military personnel are forward deployed in the region?")
     assert counting.passages == 0
     fresh.ask(QUESTION)
     first = counting.passages
     fresh.ask(QUESTION)  # the same passages again: read from the memo
     assert first > 0 and counting.passages == first
+
+
+def test_questions_arriving_together_read_each_passage_once(
+    tmp_path: Path, encoder: Encoder, engine: Verbatim
+) -> None:
+    """Concurrent questions (as after a re-index under load) must not each encode the same
+    passages: together they encode exactly what one question alone does."""
+    alone, read_alone = _reading(tmp_path / "alone", encoder, engine)
+    alone.ask(QUESTION)
+    together, read_together = _reading(tmp_path / "together", encoder, engine)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(together.ask, [QUESTION] * 8))
+    assert all("about 100,000" in a.quotes[0].text for a in answers)
+    assert read_together.passages == read_alone.passages > 0
 
 
 def test_japanese_off_topic_question_is_abstained(engine: Verbatim) -> None:
