@@ -87,6 +87,10 @@ def create_app(
             return
         metrics.ready.set(1)
         ready.set()
+        # The cross-lingual reader's model (~0.8 GB) loads now, after readiness, so the
+        # first question in another language does not wait for it (cross_lingual_model=none:
+        # never loaded).
+        engine.cross_lingual_reader  # noqa: B018 - loads it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
