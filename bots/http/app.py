@@ -75,7 +75,11 @@ def create_app(
     workers: list[anyio.CapacityLimiter] = []
 
     def load() -> None:
-        """Model and index, once, off the event loop: /readyz answers 503 until this is done."""
+        """Models and index, once, off the event loop: /readyz answers 503 until this is done.
+        The cross-lingual reader's model loads beside the rest (its own thread), so readiness
+        means every question can be answered without waiting for a model."""
+        reader = threading.Thread(target=lambda: engine.cross_lingual_reader, daemon=True)
+        reader.start()
         try:
             engine.encoder.load()
             engine.ensure_index()
@@ -85,12 +89,9 @@ def create_app(
             log.error("startup_failed", error=str(exc))
             startup_error.append(str(exc))  # /readyz and /v1 say why, instead of "loading"
             return
+        reader.join()
         metrics.ready.set(1)
         ready.set()
-        # The cross-lingual reader's model (~0.8 GB) loads now, after readiness, so the
-        # first question in another language does not wait for it (cross_lingual_model=none:
-        # never loaded).
-        engine.cross_lingual_reader  # noqa: B018 - loads it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
