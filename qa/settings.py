@@ -15,6 +15,7 @@ from corpus.chunking import ChunkerSettings
 from corpus.sandbox import ParseLimits
 from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
 from embeddings.e5 import MODEL_ID as E5_MODEL_ID
+from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
 from embeddings.store import StoreConfig
 from embeddings.use import MODEL_ID as USE_MODEL_ID
@@ -31,7 +32,6 @@ CALIBRATED_THRESHOLDS = {
     USE_MODEL_ID: 0.115,  # English and Japanese questions
     E5_MODEL_ID: 0.545,  # Japanese questions, read by the cross-lingual reader
 }
-E5_MODEL_NAME = "multilingual-e5-small"
 UNCALIBRATED_THRESHOLD = 0.45  # other models: calibrate on your questions
 
 
