@@ -374,7 +374,7 @@ def slack() -> None:
     if not (credentials.bot_token and credentials.app_token):
         _fail("Socket Mode needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_APP_TOKEN (xapp-…)", code=2)
     engine = Verbatim(settings)
-    _run(engine.ensure_index)
+    _run(engine.prepare)  # every model loaded before the first event, as `serve` does
     try:
         adapter = SlackAdapter(
             engine, settings, credentials.model_copy(update={"signing_secret": ""})

@@ -123,6 +123,19 @@ class Verbatim:
             return None
         return self.build_index(None, progress)
 
+    def prepare(self, progress: BuildProgress | None = None) -> BuildReport | None:
+        """Everything a long-running door needs before its first question, so none waits for a
+        model: the encoder, the index (built when there is none), the lazy parts (FAISS, BM25,
+        the reranker) through one warm-up question, and the cross-lingual reader's model,
+        loaded beside them in its own thread."""
+        reader = threading.Thread(target=lambda: self.cross_lingual_reader, daemon=True)
+        reader.start()
+        self.encoder.load()
+        report = self.ensure_index(progress)
+        self.ask("warm-up")
+        reader.join()
+        return report
+
     @property
     def index(self) -> Index:
         directory = current_version_dir(self.settings.resolved_index_dir)

@@ -75,21 +75,14 @@ def create_app(
     workers: list[anyio.CapacityLimiter] = []
 
     def load() -> None:
-        """Models and index, once, off the event loop: /readyz answers 503 until this is done.
-        The cross-lingual reader's model loads beside the rest (its own thread), so readiness
-        means every question can be answered without waiting for a model."""
-        reader = threading.Thread(target=lambda: engine.cross_lingual_reader, daemon=True)
-        reader.start()
+        """Models and index, once, off the event loop: /readyz answers 503 until this is done."""
         try:
-            engine.encoder.load()
-            engine.ensure_index()
+            engine.prepare()
             metrics.observe_index(engine.index)
-            engine.ask("warm-up")  # every lazy part (FAISS, BM25, reranker) ready before /readyz
         except Exception as exc:
             log.error("startup_failed", error=str(exc))
             startup_error.append(str(exc))  # /readyz and /v1 say why, instead of "loading"
             return
-        reader.join()
         metrics.ready.set(1)
         ready.set()
 
