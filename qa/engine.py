@@ -299,7 +299,8 @@ class Verbatim:
     def reranker(self) -> Reranker | None:
         with self._lock:
             if not self._reranker_ready:
-                self._reranker = make_reranker(self.settings.rerank, self.settings.home / "models")
+                models = self.settings.resolved_models_dir
+                self._reranker = make_reranker(self.settings.rerank, models)
                 self._reranker_ready = True
             return self._reranker
 

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=lambda: platformdirs.user_data_path("verbatim"))
     index_dir: Path | None = None  # default: $VERBATIM_HOME/index
+    # Exported and converted models (ONNX graphs, multilingual-e5-small's folder, ~1 GB);
+    # default $VERBATIM_HOME/models. Homes can share one.
+    models_dir: Path | None = None
     model: str = DEFAULT_MODEL
     batch_size: int = Field(32, ge=1, le=1024)
     encoder_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
@@ -125,6 +128,10 @@ class Settings(BaseSettings):
         return self.index_dir or self.home / "index"
 
     @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.home / "models"
+
+    @property
     def parse_limits(self) -> ParseLimits:
         return ParseLimits(timeout_s=self.parse_timeout_s, memory_mb=self.parse_memory_mb)
 
@@ -178,7 +185,7 @@ class Settings(BaseSettings):
             query_prompt=self.query_prompt,
             passage_prompt=self.passage_prompt,
             backend=self.encoder_backend,
-            cache_dir=self.home / "models",
+            cache_dir=self.resolved_models_dir,
             threads=self.threads,
         )
 

@@ -21,6 +21,20 @@ from .live_server import LiveServer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 configure_logging("WARNING")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every engine home in the tests (and the CLI and server processes they start) shares one
+    model folder: each home would otherwise export and convert its own (~1 GB, ~13 s)."""
+    before = os.environ.get("VERBATIM_MODELS_DIR")
+    os.environ["VERBATIM_MODELS_DIR"] = str(tmp_path_factory.mktemp("models"))
+    yield
+    if before is None:
+        del os.environ["VERBATIM_MODELS_DIR"]
+    else:
+        os.environ["VERBATIM_MODELS_DIR"] = before
+
+
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION_SET = ROOT / "eval" / "seed_questions.jsonl"
 # The quote fields of the answer shape in ../shared/docs/design.md.

@@ -105,6 +105,7 @@ def evaluate(
                 **mode,
                 "home": home,
                 "index_dir": None,
+                "models_dir": settings.resolved_models_dir,  # one copy of each model for all runs
             }
         )
         run_encoder = encoders.get(Encoder(run_settings.encoder).model_id) or Encoder(
