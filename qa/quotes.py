@@ -6,7 +6,8 @@ the similarity of the question to the sum of its sentence vectors (a neighbour j
 only when it makes the quote match better), mixed with the share of the question's keywords,
 weighted by BM25's IDF, that the quote contains: the sentence that names "the October 8, 2014,
 Interim Report" beats one that is merely about the same subject. A quote is always one
-contiguous span of the document, never two places stitched together. `chunk_weight` mixes in
+contiguous span of the document, never two places stitched together. Quotes scored with the
+cross-lingual reader's vectors are single sentences (`read_max_sentences`). `chunk_weight` mixes in
 the chunk's own cosine (0 by default: on the seed question set it only narrowed the gap between
 answerable and unanswerable questions).
 """
@@ -34,6 +35,11 @@ class QuoteSettings:
     chunk_weight: float = 0.0  # share of the chunk's cosine in a quote's score
     keyword_weight: float = 0.3  # share of the question's IDF-weighted keywords the quote holds
     max_sentences: int = 3
+    # Quotes scored with vectors the cross-lingual reader made at question time are single
+    # sentences: summing multilingual-e5's vectors drifts toward what all its vectors share
+    # (its cosines sit in a narrow band), so a window outscored the one answering sentence
+    # (seed set: 2 of 9 Japanese top quotes lost to a window without the answer).
+    read_max_sentences: int = 1
     min_words: int = 4  # shorter "sentences" are headings or signatures, not answers
     duplicate_overlap: float = 0.8  # word-set overlap above which two quotes say the same
 
@@ -95,7 +101,12 @@ class QuoteSelector:
         keyword_total = sum(idf.values())
         keywords = [s.keywords for s in sentences]
         chunk_weight, keyword_weight = self.settings.chunk_weight, self.settings.keyword_weight
-        windows = self._windows(text, spans, sentences)
+        longest = (
+            self.settings.max_sentences
+            if query.sentence_vectors is None
+            else self.settings.read_max_sentences
+        )
+        windows = self._windows(text, spans, sentences, longest)
         similarities = _window_similarities(vectors, windows, vector)
         quotes = []
         for (first, last), similarity in zip(windows, similarities, strict=True):
@@ -130,9 +141,9 @@ class QuoteSelector:
         return known
 
     def _windows(
-        self, text: str, spans: list[Span], sentences: list[_Sentence]
+        self, text: str, spans: list[Span], sentences: list[_Sentence], longest: int
     ) -> list[tuple[int, int]]:
-        """(first, last) positions of runs of 1..max_sentences quotable sentences that share a
+        """(first, last) positions of runs of 1..`longest` quotable sentences that share a
         paragraph and a section: the shapes a quote may take."""
         windows = []
         for first, span in enumerate(spans):
@@ -143,7 +154,7 @@ class QuoteSelector:
                 windows.append((first, last))
                 nxt = last + 1
                 if (
-                    nxt - first >= self.settings.max_sentences
+                    nxt - first >= longest
                     or nxt >= len(spans)
                     or not sentences[nxt].quotable
                     or spans[nxt].section != span.section

@@ -54,6 +54,23 @@ def test_japanese_question_about_english_documents_is_answered(engine: Verbatim)
     assert all(q.score >= threshold for q in answer.quotes)
 
 
+def test_the_readers_quotes_are_single_sentences(engine: Verbatim) -> None:
+    # The 1997 Guidelines sentence, not a window of the 1996 declaration's opening sentences.
+    answer = engine.ask("日米防衛協力のための指針が承認されたのはいつですか?")
+    assert answer.status == "answered"
+    assert "in 1997" in answer.quotes[0].text
+    index = engine.index
+    for quote in answer.quotes:
+        spans = index.entries[quote.doc_id].sentences
+        assert any((s.start, s.end) == (quote.char_start, quote.char_end) for s in spans)
+    english = engine.ask("When was the Japan-U.S. Joint Declaration on Security issued?")
+    assert any(
+        sum(quote.char_start <= s.start and s.end <= quote.char_end for s in spans) > 1
+        for quote in english.quotes
+        for spans in [index.entries[quote.doc_id].sentences]
+    ), "English quotes may still join neighbouring sentences"
+
+
 def test_without_the_reader_the_same_question_is_not_answered(
     tmp_path: Path, encoder: Encoder, engine: Verbatim
 ) -> None:
