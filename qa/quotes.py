@@ -28,6 +28,20 @@ from qa.index import Index, sentence_vector_id
 from qa.retriever import Candidate, Query
 
 _WORD = re.compile(r"\w+")
+# Questions that ask for an amount: a quote that states no number cannot answer them.
+_ASKS_AMOUNT = re.compile(
+    r"\bhow (many|much|big|large|long|far|often)\b|\bwhat (percentage|proportion|share)\b"
+    r"|\bnumber of\b|どのくらい|どれくらい|どれほど|どれだけ|いくつ|いくら"
+    r"|何(人|パーセント|%|％|割|個|隻|機|台|件|回|万|億|倍|キロ|トン|円|ドル)",
+    re.IGNORECASE,
+)
+_LIST_MARKER = re.compile(r"^\s*(\(?\d{1,2}[.)]|\([ivx]+\))\s*", re.IGNORECASE)
+_NUMBER = re.compile(
+    r"\d|[一二三四五六七八九十百千万億兆]|\b(two|three|four|five|six|seven|eight|nine|ten"
+    r"|eleven|twelve|twenty|thirty|forty|fifty|hundreds?|thousands?|millions?|billions?"
+    r"|dozens?|half|percent)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,9 @@ class QuoteSettings:
     read_max_sentences: int = 1
     min_words: int = 4  # shorter "sentences" are headings or signatures, not answers
     duplicate_overlap: float = 0.8  # word-set overlap above which two quotes say the same
+    # Score kept by a quote that states no number when the question asks for an amount
+    # ("how many", "何人"): such a quote is on the subject but cannot be the answer.
+    no_number_factor: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,7 @@ class _Sentence:
     quotable: bool
     keywords: frozenset[str]  # BM25 tokens
     words: frozenset[str]  # lower-cased words
+    states_number: bool  # a numeral or number word, not counting a leading "(4)" or "(ii)"
 
 
 class QuoteSelector:
@@ -108,11 +126,19 @@ class QuoteSelector:
         )
         windows = self._windows(text, spans, sentences, longest)
         similarities = _window_similarities(vectors, windows, vector)
+        asks_amount = bool(_ASKS_AMOUNT.search(query.text))
         quotes = []
         for (first, last), similarity in zip(windows, similarities, strict=True):
             coverage = _coverage(idf, keyword_total, keywords[first : last + 1])
             if not query.semantic:  # the vectors can't judge this language: keywords alone
                 similarity = coverage
+            score = (
+                chunk_weight * candidate.dense_score
+                + (1 - chunk_weight - keyword_weight) * similarity
+                + keyword_weight * coverage
+            )
+            if asks_amount and not any(s.states_number for s in sentences[first : last + 1]):
+                score *= self.settings.no_number_factor
             quotes.append(
                 ScoredQuote(
                     doc_id=chunk.doc_id,
@@ -120,9 +146,7 @@ class QuoteSelector:
                     end=spans[last].end,
                     section=spans[first].section,
                     candidate=candidate,
-                    score=chunk_weight * candidate.dense_score
-                    + (1 - chunk_weight - keyword_weight) * similarity
-                    + keyword_weight * coverage,
+                    score=score,
                     words=frozenset().union(*(s.words for s in sentences[first : last + 1])),
                 )
             )
@@ -136,6 +160,7 @@ class QuoteSelector:
                 quotable=self._quotable(text, span),
                 keywords=frozenset(self.tokenizer.tokenize(sentence)),
                 words=frozenset(_WORD.findall(sentence.lower())),
+                states_number=bool(_NUMBER.search(_LIST_MARKER.sub("", sentence))),
             )
             self.index.sentence_memo[vector_id] = known  # same value from any thread: no lock
         return known

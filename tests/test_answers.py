@@ -77,6 +77,20 @@ def test_answer_carries_document_metadata_and_section(seed_engine: Verbatim) -> 
     assert answer.index_version == seed_engine.index.version
 
 
+def test_a_question_asking_for_an_amount_needs_a_quote_that_states_one(
+    seed_engine: Verbatim,
+) -> None:
+    # "Minister for Foreign Affairs Kishida" is on the subject but states no number.
+    asked = seed_engine.ask("How many people work at the Ministry of Foreign Affairs?")
+    assert asked.status == "no_answer"
+    # The same words without asking for an amount: the signatory line is a fair answer.
+    named = seed_engine.ask("Who was the Minister for Foreign Affairs?")
+    assert named.status == "answered"
+    assert "Kishida" in named.quotes[0].text
+    counted = seed_engine.ask("How many U.S. military personnel are forward deployed?")
+    assert counted.status == "answered" and "100,000" in counted.quotes[0].text
+
+
 def _engine_over(
     tmp_path: Path, encoder: Encoder, files: dict[str, str], **options: Any
 ) -> Verbatim:
