@@ -39,23 +39,25 @@ class CrossLingualReader:
         self._encoding = threading.Lock()
 
     def read(
-        self, index: Index, query: Query, candidates: list[Candidate], k: int
+        self,
+        index: Index,
+        query: Query,
+        candidates: list[Candidate],
+        k: int,
+        sentences: bool = True,
     ) -> tuple[Query, list[Candidate]]:
         """The best `k` candidates re-ordered, and the question as this encoder reads it: its
-        vector, and the vectors of those candidates' sentences for quote selection."""
+        vector, and (with `sentences`, for quote selection) the vectors of those candidates'
+        sentences."""
         head, tail = candidates[: self.depth], candidates[self.depth :]
         vector = self.encoder.encode_queries([query.text])[0]
         chunks = self._vectors([c.chunk.text for c in head])
         kept = (_fused(head, (chunks @ vector).tolist()) + tail)[:k]
-        ids = [sentence_vector_id(c.chunk.doc_id, i) for c in kept for i in c.chunk.sentences]
-        texts = [_sentence(index, c, i) for c in kept for i in c.chunk.sentences]
-        read = replace(
-            query,
-            vector=vector,
-            semantic=True,
-            model_id=self.encoder.model_id,
-            sentence_vectors=dict(zip(ids, self._vectors(texts), strict=True)),
-        )
+        read = replace(query, vector=vector, semantic=True, model_id=self.encoder.model_id)
+        if sentences:
+            ids = [sentence_vector_id(c.chunk.doc_id, i) for c in kept for i in c.chunk.sentences]
+            texts = [_sentence(index, c, i) for c in kept for i in c.chunk.sentences]
+            read = replace(read, sentence_vectors=dict(zip(ids, self._vectors(texts), strict=True)))
         return read, kept
 
     def _vectors(self, texts: list[str]) -> Vectors:

@@ -214,7 +214,7 @@ class Verbatim:
         started = time.perf_counter()
         index, mode = self.index, mode or self.settings.mode
         query, candidates = self._candidates(
-            index, self._query(question), top_k or self.settings.top_k, filters, mode
+            index, self._query(question), top_k or self.settings.top_k, filters, mode, quotes=False
         )
         passages = [
             Passage(
@@ -270,11 +270,18 @@ class Verbatim:
         return languages is None or lang in languages
 
     def _candidates(
-        self, index: Index, query: Query, k: int, filters: Filters | None, mode: Mode
+        self,
+        index: Index,
+        query: Query,
+        k: int,
+        filters: Filters | None,
+        mode: Mode,
+        quotes: bool = True,
     ) -> tuple[Query, list[Candidate]]:
         """First stage (the `mode`'s retriever), then the reranker when one is configured, or,
         for a question the encoder cannot read, the cross-lingual reader (which reads the
-        question anew: the query it returns carries that reading)."""
+        question anew: the query it returns carries that reading, with the sentence vectors
+        quote selection needs when `quotes`)."""
         settings = self.settings
         retriever = make_retriever(
             index,
@@ -290,7 +297,7 @@ class Verbatim:
         depth = max(k, settings.rerank_depth) if second_stage else k
         candidates = retriever.retrieve(query, depth, self._selection(index, filters))
         if reader is not None:
-            return reader.read(index, query, candidates, k)
+            return reader.read(index, query, candidates, k, sentences=quotes)
         if reranker is not None:
             candidates = reranker.rerank(index, query, candidates)
         return query, candidates[:k]

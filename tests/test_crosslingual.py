@@ -26,12 +26,14 @@ class _CountingEncoder:
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.passages = 0
+        self.texts: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.encoder, name)
 
     def encode_passages(self, texts: list[str], progress: Any = None) -> Any:
         self.passages += len(texts)
+        self.texts.extend(texts)
         return self.encoder.encode_passages(texts, progress)
 
 
@@ -105,6 +107,20 @@ def test_english_questions_never_reach_the_reader(
     first = counting.passages
     fresh.ask(QUESTION)  # the same passages again: read from the memo
     assert first > 0 and counting.passages == first
+
+
+def test_searching_passages_reads_no_sentences(
+    tmp_path: Path, encoder: Encoder, engine: Verbatim
+) -> None:
+    """`search` returns passages only: the reader orders them and reads no sentence (the
+    sentences are for quotes, and `ask` reads them)."""
+    fresh, counting = _reading(tmp_path, encoder, engine)
+    passages = fresh.search(QUESTION, 3).passages
+    assert "about 100,000" in " ".join(p.text for p in passages)
+    chunks = {chunk.text for chunk in fresh.index.chunks_by_vector_id.values()}
+    assert counting.texts and set(counting.texts) <= chunks  # candidate passages, no sentence
+    fresh.ask(QUESTION)
+    assert not set(counting.texts) <= chunks  # `ask` reads the kept passages' sentences
 
 
 def test_questions_arriving_together_read_each_passage_once(
