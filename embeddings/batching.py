@@ -24,6 +24,31 @@ _IDLE_EXIT_S = 30.0  # an idle batcher's thread ends; the next question starts a
 EncodeBatch = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
 
+class QuestionEncoder:
+    """Questions from many threads, one each: a lone question is encoded at once, in its own
+    thread (no hop, +0.4 ms, for the CLI or an idle server); questions that overlap another's
+    encoding share the batcher's calls."""
+
+    def __init__(self, encode: EncodeBatch, batcher: QueryBatcher | None) -> None:
+        self._encode = encode
+        self.batcher = batcher
+        self._encoding = 0  # questions being encoded now
+        self._lock = threading.Lock()
+
+    def encode(self, text: str) -> Vector:
+        with self._lock:
+            self._encoding += 1
+            company = self._encoding > 1
+        try:
+            if company and self.batcher is not None:
+                return self.batcher.encode(text)
+            alone: Vector = self._encode([text])[0]
+            return alone
+        finally:
+            with self._lock:
+                self._encoding -= 1
+
+
 class QueryBatcher:
     def __init__(self, encode: EncodeBatch, max_batch: int = 32, max_wait_ms: float = 1.0) -> None:
         self._encode = encode

@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.batching import QueryBatcher, QuestionEncoder
 from embeddings.encoder import Encoder
 from qa.index import Index, sentence_vector_id
 from qa.retriever import Candidate, Query
@@ -28,8 +29,16 @@ Vectors = npt.NDArray[np.float32]
 
 
 class CrossLingualReader:
-    def __init__(self, encoder: Encoder, depth: int, memo_size: int = 50_000) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        depth: int,
+        batcher: QueryBatcher | None = None,
+        memo_size: int = 50_000,
+    ) -> None:
         self.encoder = encoder
+        # Questions are micro-batched like the index encoder's (see embeddings.batching).
+        self._questions = QuestionEncoder(encoder.encode_queries, batcher)
         self.depth = depth  # candidates read and re-ordered; the rest keep their order
         self.memo_size = memo_size  # passage vectors kept, least recently used dropped first
         self._memo: OrderedDict[bytes, Vectors] = OrderedDict()
@@ -50,7 +59,7 @@ class CrossLingualReader:
         vector, and (with `sentences`, for quote selection) the vectors of those candidates'
         sentences."""
         head, tail = candidates[: self.depth], candidates[self.depth :]
-        vector = self.encoder.encode_queries([query.text])[0]
+        vector = self._questions.encode(query.text)
         chunks = self._vectors([c.chunk.text for c in head])
         kept = (_fused(head, (chunks @ vector).tolist()) + tail)[:k]
         read = replace(query, vector=vector, semantic=True, model_id=self.encoder.model_id)

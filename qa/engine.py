@@ -9,14 +9,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
 from corpus.loader import default_corpus_dir
 from corpus.metadata import detect_language
 from corpus.models import Document
 from corpus.tokenize import KeywordTokenizer
-from embeddings.batching import QueryBatcher
+from embeddings.batching import QueryBatcher, QuestionEncoder
 from embeddings.encoder import Encoder, EncoderConfig, ModelLoadError
 from embeddings.store import set_search_threads
 from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
@@ -64,15 +61,7 @@ class Verbatim:
         self.encoder = encoder or Encoder(self.settings.encoder)
         set_search_threads(1)  # one question per search: OpenMP threads only add overhead
         self.tokenizer = KeywordTokenizer(self.settings.tokenizer)
-        self.batcher = (
-            QueryBatcher(
-                self.encoder.encode_queries,
-                self.settings.query_batch,
-                self.settings.query_batch_wait_ms,
-            )
-            if self.settings.query_batch > 1
-            else None
-        )
+        self.batcher = self._batcher(self.encoder)
         self._reranker: Reranker | None = None
         self._reranker_ready = False
         self._reader: CrossLingualReader | None = None
@@ -80,8 +69,7 @@ class Verbatim:
         self._reader_lock = threading.Lock()
         self._index: Index | None = None
         self._lock = threading.Lock()
-        self._encoding = 0  # questions being encoded now: with company, they go to the batcher
-        self._encoding_lock = threading.Lock()
+        self._questions = QuestionEncoder(self.encoder.encode_queries, self.batcher)
 
     # ------------------------------------------------------------ indexing
 
@@ -243,26 +231,11 @@ class Verbatim:
             raise ValueError("the question is empty")
         return Query(
             text=question,
-            vector=self._encode_question(question),
+            vector=self._questions.encode(question),
             tokens=self.tokenizer.tokenize(question),
             semantic=self._understood(detect_language(question)),
             model_id=self.encoder.model_id,
         )
-
-    def _encode_question(self, question: str) -> npt.NDArray[np.float32]:
-        """A lone question is encoded at once; questions that overlap share the batcher's calls
-        (no thread hop, +0.4 ms, for the CLI or an idle server)."""
-        with self._encoding_lock:
-            self._encoding += 1
-            company = self._encoding > 1
-        try:
-            if company and self.batcher is not None:
-                return self.batcher.encode(question)
-            alone: npt.NDArray[np.float32] = self.encoder.encode_queries([question])[0]
-            return alone
-        finally:
-            with self._encoding_lock:
-                self._encoding -= 1
 
     def _understood(self, lang: str) -> bool:
         """Whether the encoder's vectors mean anything for a question in `lang`."""
@@ -333,7 +306,15 @@ class Verbatim:
         except ModelLoadError as exc:
             _log.warning("cross_lingual_model_unavailable", model=name, error=str(exc))
             return None
-        return CrossLingualReader(encoder, self.settings.rerank_depth)
+        return CrossLingualReader(encoder, self.settings.rerank_depth, self._batcher(encoder))
+
+    def _batcher(self, encoder: Encoder) -> QueryBatcher | None:
+        """Micro-batching of `encoder`'s questions; None when turned off (QUERY_BATCH=1)."""
+        if self.settings.query_batch <= 1:
+            return None
+        return QueryBatcher(
+            encoder.encode_queries, self.settings.query_batch, self.settings.query_batch_wait_ms
+        )
 
     def _explain(self, query: Query, candidate: Candidate, mode: Mode) -> Explanation:
         words = set(self.tokenizer.tokenize(candidate.chunk.text))

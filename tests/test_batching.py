@@ -85,7 +85,7 @@ def test_only_overlapping_questions_go_through_the_batcher(
             assert release.wait(30)
         return encode(texts)
 
-    monkeypatch.setattr(engine.encoder, "encode_queries", held_first)
+    monkeypatch.setattr(engine._questions, "_encode", held_first)
     engine.batcher._encode = held_first
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(engine.ask, "first question about the alliance")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,32 @@ def test_questions_arriving_together_read_each_passage_once(
         answers = list(pool.map(together.ask, [QUESTION] * 8))
     assert all("about 100,000" in a.quotes[0].text for a in answers)
     assert read_together.passages == read_alone.passages > 0
+
+
+def test_questions_the_reader_encodes_together_share_its_batches(
+    tmp_path: Path, encoder: Encoder, engine: Verbatim
+) -> None:
+    fresh = Verbatim(Settings(home=tmp_path, index_dir=engine.settings.resolved_index_dir), encoder)
+    reader = fresh.cross_lingual_reader
+    assert reader is not None and reader._questions.batcher is not None
+    batcher, encode = reader._questions.batcher, reader._questions._encode
+    entered, release = threading.Event(), threading.Event()
+
+    def held_first(texts: Sequence[str]) -> Any:
+        if texts == [QUESTION]:
+            entered.set()
+            assert release.wait(30)
+        return encode(texts)
+
+    reader._questions._encode = held_first
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(fresh.ask, QUESTION)
+        assert entered.wait(60)  # alone: encoded at once, in its own thread
+        second = pool.submit(fresh.ask, "日米安全保障共同宣言はいつ発表されましたか?")
+        assert "April 1996" in second.result(60).quotes[0].text
+        assert batcher.encoded == 1  # it had company: the reader's batcher encoded it
+        release.set()
+        assert "about 100,000" in first.result(60).quotes[0].text
 
 
 def test_japanese_off_topic_question_is_abstained(engine: Verbatim) -> None:
