@@ -76,21 +76,32 @@ def test_onnx_backend_gives_the_torch_vectors_and_exports_once(
 
     import embeddings.onnx
 
-    monkeypatch.setattr(embeddings.onnx, "_export", lambda *_: pytest.fail("exported twice"))
+    monkeypatch.setattr(
+        embeddings.onnx, "_export_in_child", lambda *_: pytest.fail("exported twice")
+    )
     Encoder(config).load()  # a later process reuses the cached graph
 
 
 def test_a_graph_the_optimizer_would_change_is_kept_as_exported(
-    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, model_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import embeddings.onnx
 
     monkeypatch.setattr(embeddings.onnx, "_same_hidden_states", lambda *_: False)
-    onnx = Encoder(EncoderConfig(backend="onnx", cache_dir=tmp_path / "models"))
-    assert np.allclose(onnx.encode_passages(TEXTS), encoder.encode_passages(TEXTS), atol=1e-4)
-    (graph,) = list((tmp_path / "models").rglob("model.onnx"))
+    graph = tmp_path / "model.onnx"
+    embeddings.onnx.make_graph(model_copy, graph)
     ops = [node.op_type for node in onnx_format.load(str(graph)).graph.node]
     assert "Attention" not in ops and "Softmax" in ops
+
+
+def test_a_failed_export_names_the_model_and_the_cause(tmp_path: Path, model_copy: Path) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(model_copy, broken)
+    (broken / "model.safetensors").write_bytes(b"not a weights file")
+    config = EncoderConfig(model=str(broken), backend="onnx", cache_dir=tmp_path / "models")
+    with pytest.raises(ModelLoadError, match=r"exporting .*broken-model to ONNX failed: \w"):
+        Encoder(config).load()
+    assert not list((tmp_path / "models").rglob("*.onnx"))  # no half-written graph left
 
 
 def test_onnx_int8_backend_stays_close_to_torch(tmp_path: Path, encoder: Encoder) -> None:
