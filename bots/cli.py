@@ -458,6 +458,15 @@ def _print_report(report: BuildReport, settings: Settings) -> None:
         f"{summary}\nindex {report.index_version} {state} at {settings.resolved_index_dir}",
         highlight=False,
     )
+    if report.unread_languages:
+        counts = ", ".join(f"{n} in {lang}" for lang, n in report.unread_languages.items())
+        err.print(
+            f"[yellow]note[/yellow] documents the model {settings.model} cannot read ({counts}):"
+            " questions about them are read by the cross-lingual reader at question time, slow"
+            " on a large corpus (~0.4 s a question). Index them with"
+            " VERBATIM_MODEL=multilingual-e5-small instead.",
+            highlight=False,
+        )
 
 
 def _print_answer(answer: Answer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -79,7 +80,19 @@ class Verbatim:
         """Index `paths` (default: the packaged seed corpus) incrementally and swap it in."""
         report = self._builder().build(list(paths) if paths else [default_corpus_dir()], progress)
         self.reload()
+        report.unread_languages = self._unread_languages()
+        if report.unread_languages:
+            _log.warning(
+                "documents_in_unread_languages",
+                model=self.encoder.model_id,
+                documents=report.unread_languages,
+            )
         return report
+
+    def _unread_languages(self) -> dict[str, int]:
+        """Documents per language the encoder cannot read (see `BuildReport`)."""
+        counts = Counter(e.document.lang for e in self.index.entries.values())
+        return {lang: n for lang, n in sorted(counts.items()) if not self._understood(lang)}
 
     def _builder(self) -> IndexBuilder:
         return IndexBuilder(

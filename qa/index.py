@@ -139,6 +139,9 @@ class BuildReport:
     seconds: float = 0.0
     index_version: str = ""
     written: bool = False
+    # Documents in languages the index's model cannot read, by language: questions about them
+    # go to the cross-lingual reader, which reads their passages at question time.
+    unread_languages: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -97,6 +97,23 @@ def test_index_reports_and_documents_lists(home: Path, tmp_path: Path) -> None:
     assert [d["doc_id"] for d in listing] == ["note"]
     again = run(home, "index", str(corpus))
     assert "1 unchanged" in again.stdout and "already up to date" in again.stdout
+    assert report["unread_languages"] == {} and "cannot read" not in again.stderr
+
+
+def test_index_says_which_documents_the_model_cannot_read(tmp_path: Path) -> None:
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "en.txt").write_text("The alliance review happens every March.", encoding="utf-8")
+    (corpus / "ja.txt").write_text(
+        "日米同盟は地域の平和と安全の礎である。見直しは毎年三月に行われる。", encoding="utf-8"
+    )
+    home = tmp_path / "home"
+    report = json.loads(run(home, "index", "--json", str(corpus)).stdout)
+    assert report["unread_languages"] == {"ja": 1}
+    shown = run(home, "index", str(corpus))
+    assert shown.returncode == 0
+    assert "cannot read (1 in ja)" in shown.stderr
+    assert "VERBATIM_MODEL=multilingual-e5-small" in shown.stderr
 
 
 def test_usage_errors_exit_2(home: Path) -> None:
