@@ -4,9 +4,9 @@ The transformer is exported once from the local weights with `torch.onnx.export`
 cannot be used beside sentence-transformers 6) and cached; later processes load only
 onnxruntime and the fast tokenizer, no torch. BERT-style graphs are exported with the plain
 ("eager") attention and then fused by onnxruntime's transformer optimizer into its own
-Attention, SkipLayerNorm and Gelu kernels: measured on SciFact abstracts, 1.46× faster than
-the export of PyTorch's default SDPA attention, whose pattern nothing fuses (the vectors are
-the same to cosine 1.0000). `OnnxSentenceModel` offers the part of
+Attention, SkipLayerNorm and Gelu kernels: measured on SciFact abstracts, 1.46–1.57× faster
+than the export of PyTorch's default SDPA attention, whose pattern nothing fuses (the vectors
+are the same to cosine 1.0000). `OnnxSentenceModel` offers the part of
 `SentenceTransformer` that `Encoder` uses, so the encoder code is the same for both backends.
 """
 
