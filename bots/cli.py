@@ -144,7 +144,7 @@ def index(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        _print_report(report, settings)
+        _print_report(report, settings, engine.unread_languages_note(report))
     if report.chunks_total == 0:
         _fail("no documents could be indexed")
 
@@ -447,7 +447,7 @@ def _run(action: Any) -> Any:
         _fail(f"no document {exc.args[0]!r} in the index")
 
 
-def _print_report(report: BuildReport, settings: Settings) -> None:
+def _print_report(report: BuildReport, settings: Settings, note: str | None) -> None:
     summary = (
         f"{len(report.added)} added, {len(report.updated)} updated, {len(report.removed)} removed, "
         f"{len(report.unchanged)} unchanged, {len(report.failed)} skipped · "
@@ -458,15 +458,8 @@ def _print_report(report: BuildReport, settings: Settings) -> None:
         f"{summary}\nindex {report.index_version} {state} at {settings.resolved_index_dir}",
         highlight=False,
     )
-    if report.unread_languages:
-        counts = ", ".join(f"{n} in {lang}" for lang, n in report.unread_languages.items())
-        err.print(
-            f"[yellow]note[/yellow] documents the model {settings.model} cannot read ({counts}):"
-            " questions about them are read by the cross-lingual reader at question time, slow"
-            " on a large corpus (~0.4 s a question). Index them with"
-            " VERBATIM_MODEL=multilingual-e5-small instead.",
-            highlight=False,
-        )
+    if note is not None:
+        err.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False)
 
 
 def _print_answer(answer: Answer) -> None:

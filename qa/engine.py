@@ -15,6 +15,7 @@ from corpus.metadata import detect_language
 from corpus.models import Document
 from corpus.tokenize import KeywordTokenizer
 from embeddings.batching import QueryBatcher, QuestionEncoder
+from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from embeddings.encoder import Encoder, EncoderConfig, ModelLoadError
 from embeddings.store import set_search_threads
 from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
@@ -86,8 +87,20 @@ class Verbatim:
                 "documents_in_unread_languages",
                 model=self.encoder.model_id,
                 documents=report.unread_languages,
+                advice=f"index them with VERBATIM_MODEL={E5_MODEL_NAME}",
             )
         return report
+
+    def unread_languages_note(self, report: BuildReport) -> str | None:
+        """What a user should know about documents the model cannot read, if there are any."""
+        if not report.unread_languages:
+            return None
+        counts = ", ".join(f"{n} in {lang}" for lang, n in report.unread_languages.items())
+        return (
+            f"documents the model {self.settings.model} cannot read ({counts}): questions about"
+            " them are read by the cross-lingual reader at question time, slow on a large corpus"
+            f" (~0.4 s a question). Index them with VERBATIM_MODEL={E5_MODEL_NAME} instead."
+        )
 
     def _unread_languages(self) -> dict[str, int]:
         """Documents per language the encoder cannot read (see `BuildReport`)."""

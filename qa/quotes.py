@@ -95,12 +95,13 @@ class QuoteSelector:
     ) -> list[ScoredQuote]:
         """The best `limit` (default: every) distinct quotes the candidates hold, best first."""
         idf = self.index.keywords.idf(query.tokens)
-        scored = [q for c in candidates for q in self._quotes_in(query, idf, c)]
+        asks_amount = bool(_ASKS_AMOUNT.search(query.text))
+        scored = [q for c in candidates for q in self._quotes_in(query, idf, asks_amount, c)]
         scored.sort(key=lambda q: q.score, reverse=True)
         return self._distinct(scored, limit)
 
     def _quotes_in(
-        self, query: Query, idf: dict[str, float], candidate: Candidate
+        self, query: Query, idf: dict[str, float], asks_amount: bool, candidate: Candidate
     ) -> list[ScoredQuote]:
         """Every window of the chunk, scored by the normalised sum of its sentence vectors and
         the keywords it holds."""
@@ -126,7 +127,6 @@ class QuoteSelector:
         )
         windows = self._windows(text, spans, sentences, longest)
         similarities = _window_similarities(vectors, windows, vector)
-        asks_amount = bool(_ASKS_AMOUNT.search(query.text))
         quotes = []
         for (first, last), similarity in zip(windows, similarities, strict=True):
             coverage = _coverage(idf, keyword_total, keywords[first : last + 1])
