@@ -8,6 +8,12 @@ Attention, SkipLayerNorm and Gelu kernels: measured on SciFact abstracts, 1.46â€
 than the export of PyTorch's default SDPA attention, whose pattern nothing fuses (the vectors
 are the same to cosine 1.0000). `OnnxSentenceModel` offers the part of
 `SentenceTransformer` that `Encoder` uses, so the encoder code is the same for both backends.
+
+The same graph runs on one of two runtimes. OpenVINO (the default where it is installed)
+computes in bfloat16 on CPUs with bf16 matrix units (Intel AMX) and in float32 elsewhere; on
+this machine's AMX cores it encodes SciFact chunks and sentences 3.6x faster than ONNX Runtime
+and single queries 1.4x faster, with vectors equal to cosine 0.99997 (`docs/benchmarks.md`).
+ONNX Runtime runs the int8-quantised graph and machines without OpenVINO.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +39,10 @@ _EXPORT_FORMAT = "eager-attention, fused"
 # Architectures whose graphs onnxruntime's "bert" optimizer knows how to fuse.
 _FUSABLE = {"bert", "roberta", "xlm-roberta"}
 
+Runtime = Literal["onnxruntime", "openvino"]
+Int64s = npt.NDArray[np.int64]
+_Run = Callable[[Int64s, Int64s], npt.NDArray[np.float32]]  # ids, mask -> last hidden state
+
 
 class OnnxExportError(RuntimeError):
     pass
@@ -38,9 +50,13 @@ class OnnxExportError(RuntimeError):
 
 class OnnxSentenceModel:
     def __init__(
-        self, model_dir: Path, cache_dir: Path, quantized: bool = False, threads: int = 0
+        self,
+        model_dir: Path,
+        cache_dir: Path,
+        quantized: bool = False,
+        threads: int = 0,
+        runtime: Runtime = "onnxruntime",
     ) -> None:
-        import onnxruntime
         from tokenizers import Tokenizer
 
         self.model_dir = model_dir
@@ -48,14 +64,12 @@ class OnnxSentenceModel:
         self.dimension = _mean_pooling_dimension(model_dir)
         self.prompts = _prompts(model_dir)  # as SentenceTransformer.prompts
         onnx_file = _cached_export(model_dir, cache_dir, quantized)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        # Idle ONNX threads must not spin: FAISS's OpenMP threads run right after each encode,
-        # and spinning threads took their cores (SciFact search p50: 17 ms spinning, 9 ms not).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = onnxruntime.InferenceSession(
-            str(onnx_file), options, providers=["CPUExecutionProvider"]
+        threads = threads or (os.cpu_count() or 1)
+        self.runtime = runtime
+        self._run = (
+            _openvino(onnx_file, threads, cache_dir)
+            if runtime == "openvino"
+            else _onnxruntime(onnx_file, threads)
         )
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(self.max_seq_length)
@@ -89,12 +103,64 @@ class OnnxSentenceModel:
         encoded = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        hidden = self._run(ids, mask)
         weights = mask[..., None].astype(np.float32)
         pooled: npt.NDArray[np.float32] = (hidden * weights).sum(axis=1) / np.maximum(
             weights.sum(axis=1), 1e-9
         )
         return pooled.astype(np.float32)
+
+
+def _onnxruntime(graph: Path, threads: int) -> _Run:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle ONNX threads must not spin: FAISS's OpenMP threads run right after each encode,
+    # and spinning threads took their cores (SciFact search p50: 17 ms spinning, 9 ms not).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    def run(ids: Int64s, mask: Int64s) -> npt.NDArray[np.float32]:
+        hidden: npt.NDArray[np.float32] = session.run(
+            None, {"input_ids": ids, "attention_mask": mask}
+        )[0]
+        return hidden
+
+    return run
+
+
+def _openvino(graph: Path, threads: int, cache_dir: Path) -> _Run:
+    """The graph compiled by OpenVINO, `threads` per question and as many questions at once as
+    the cores allow (one "stream" each). The compiled graph is cached beside the export: a
+    later start loads it in 0.1-0.15 s instead of compiling for 0.4-1.2 s."""
+    import openvino
+
+    cores = os.cpu_count() or 1
+    streams = max(1, cores // threads)
+    compiled = openvino.Core().compile_model(
+        str(graph),
+        "CPU",
+        {
+            "INFERENCE_NUM_THREADS": streams * threads,
+            "NUM_STREAMS": streams,
+            "CACHE_DIR": str(cache_dir / "openvino"),
+        },
+    )
+    # An infer request serves one call at a time: each calling thread gets its own.
+    local = threading.local()
+
+    def run(ids: Int64s, mask: Int64s) -> npt.NDArray[np.float32]:
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        hidden: npt.NDArray[np.float32] = request.infer({"input_ids": ids, "attention_mask": mask})[
+            0
+        ]
+        return hidden
+
+    return run
 
 
 def _cached_export(model_dir: Path, cache_dir: Path, quantized: bool) -> Path:

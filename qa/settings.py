@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     model: str = DEFAULT_MODEL
     batch_size: int = Field(32, ge=1, le=1024)
-    encoder_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    encoder_backend: Literal["auto", "torch", "openvino", "onnx", "onnx-int8"] = "auto"
     # Languages the model understands, comma-separated (e.g. "en"); empty: known models' own,
     # else any. Questions in other languages are answered from keywords (BM25) alone.
     model_languages: str = ""

@@ -31,7 +31,7 @@ def test_vectors_are_unit_length_float32(encoder: Encoder) -> None:
 
 
 def test_model_from_a_path_with_e5_prompts(model_copy: Path, encoder: Encoder) -> None:
-    custom = Encoder(EncoderConfig(model=str(model_copy)))
+    custom = Encoder(EncoderConfig(model=str(model_copy), backend="onnx"))  # float32, as torch
     assert custom.model_id == str(model_copy)
     query = custom.encode_queries(["troop levels"])[0]
     passage = custom.encode_passages(["troop levels"])[0]
@@ -40,7 +40,11 @@ def test_model_from_a_path_with_e5_prompts(model_copy: Path, encoder: Encoder) -
 
 
 def test_configured_prompts_win(model_copy: Path, encoder: Encoder) -> None:
-    custom = Encoder(EncoderConfig(model=str(model_copy), query_prompt="", passage_prompt="doc: "))
+    custom = Encoder(
+        EncoderConfig(
+            model=str(model_copy), query_prompt="", passage_prompt="doc: ", backend="onnx"
+        )
+    )
     assert np.allclose(
         custom.encode_queries(["x y"])[0], encoder.encode_passages(["x y"])[0], atol=1e-5
     )
@@ -140,10 +144,61 @@ def test_server_threads_share_the_cores_among_query_workers() -> None:
     assert Settings(threads=3).for_server().threads == 3  # an explicit setting wins
 
 
-def test_auto_backend_runs_a_local_model_on_onnx(tmp_path: Path, encoder: Encoder) -> None:
+def test_auto_backend_runs_the_exported_graph_on_openvino(tmp_path: Path, encoder: Encoder) -> None:
     auto = Encoder(EncoderConfig(cache_dir=tmp_path / "models"))  # backend "auto"
-    assert np.allclose(auto.encode_queries(TEXTS[:1]), encoder.encode_queries(TEXTS[:1]), atol=1e-4)
+    cosines = (auto.encode_passages(TEXTS) * encoder.encode_passages(TEXTS)).sum(axis=1)
+    assert (cosines > 0.9999).all()  # bfloat16 on AMX cores, float32 elsewhere
+    assert auto._loaded().runtime == "openvino"
     assert list((tmp_path / "models").rglob("model.onnx"))  # it exported: ONNX, not torch
+    assert list((tmp_path / "models" / "openvino").iterdir())  # the compiled graph is cached
+
+
+def test_openvino_ranks_like_torch_and_serves_threads_at_once(
+    tmp_path: Path, encoder: Encoder
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    openvino = Encoder(EncoderConfig(backend="openvino", cache_dir=tmp_path / "models"))
+    passages = [*TEXTS, "The Guidelines were reviewed in 1997.", "Okinawa hosts most U.S. bases."]
+    questions = ["How many troops?", "When were the Guidelines reviewed?", "Where are the bases?"]
+    scores = openvino.encode_queries(questions) @ openvino.encode_passages(passages).T
+    expected = encoder.encode_queries(questions) @ encoder.encode_passages(passages).T
+    assert (np.argsort(-scores, axis=1) == np.argsort(-expected, axis=1)).all()
+    # Server threads encode at once, each through its own infer request, each its own text.
+    alone = {question: openvino.encode_queries([question])[0] for question in questions}
+    with ThreadPoolExecutor(4) as pool:
+        vectors = list(pool.map(lambda q: openvino.encode_queries([q])[0], questions * 8))
+    for question, vector in zip(questions * 8, vectors, strict=True):
+        assert np.allclose(vector, alone[question], atol=1e-4)
+
+
+def test_auto_backend_without_openvino_runs_onnx_runtime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encoder: Encoder
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "openvino" else find_spec(name, *a),
+    )
+    auto = Encoder(EncoderConfig(cache_dir=tmp_path / "models"))
+    assert auto._loaded().runtime == "onnxruntime"
+    assert np.allclose(auto.encode_queries(TEXTS[:1]), encoder.encode_queries(TEXTS[:1]), atol=1e-4)
+
+
+def test_openvino_backend_without_openvino_names_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` fails
+    config = EncoderConfig(backend="openvino", cache_dir=tmp_path / "models")
+    with pytest.raises(
+        ModelLoadError, match=r"needs the package 'openvino': run `pip install openvino`"
+    ):
+        Encoder(config).load()
 
 
 def test_packaged_multilingual_e5_matches_its_engine_and_crosses_languages(
