@@ -31,7 +31,7 @@ from qa.engine import Verbatim
 from qa.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 QUESTION = "How many U.S. military personnel are forward deployed in the region?"
 
 

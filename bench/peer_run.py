@@ -3,7 +3,8 @@ answer every query (top 10 documents), report timings and peak memory as JSON.
 
     python bench/peer_run.py SYSTEM DATA_DIR MODEL_PATH OUT_JSON
 
-SYSTEM is `langchain`, `txtai`, `verbatim-torch` or `verbatim-onnx`. The peers run in their own
+SYSTEM is `langchain`, `txtai`, `verbatim-torch`, `verbatim-onnx` (ONNX Runtime) or
+`verbatim-openvino` (the default). The peers run in their own
 virtual environment (`make bench-peers` creates it), so the product never depends on them; this
 file imports nothing of Verbatim unless it is measuring Verbatim.
 """
@@ -34,6 +35,7 @@ def main() -> None:
         "txtai": _txtai,
         "verbatim-torch": lambda c, m: _verbatim(c, "torch"),
         "verbatim-onnx": lambda c, m: _verbatim(c, "onnx"),
+        "verbatim-openvino": lambda c, m: _verbatim(c, "openvino"),
     }
     started = time.perf_counter()
     searches = builders[system](corpus, model)

@@ -27,7 +27,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "eval" / "scifact"
-SYSTEMS = ("langchain", "txtai", "verbatim-torch", "verbatim-onnx")
+SYSTEMS = ("langchain", "txtai", "verbatim-torch", "verbatim-onnx", "verbatim-openvino")
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -146,18 +146,26 @@ def _openvino(graph: Path, threads: int, cache_dir: Path) -> _Run:
             "INFERENCE_NUM_THREADS": streams * threads,
             "NUM_STREAMS": streams,
             "CACHE_DIR": str(cache_dir / "openvino"),
+            # Kernels are kept per input shape; the default 5,000 shapes let a server's heap
+            # grow for hours (+250 MB in 2,000 batches of random shapes); 256 stayed flat at
+            # no measured cost.
+            "CPU_RUNTIME_CACHE_CAPACITY": 256,
         },
     )
-    # An infer request serves one call at a time: each calling thread gets its own.
-    local = threading.local()
+    # An infer request serves one call at a time. Idle ones are reused by any thread, so
+    # there are never more than the calls that once ran at the same moment.
+    idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def run(ids: Int64s, mask: Int64s) -> npt.NDArray[np.float32]:
-        request = getattr(local, "request", None)
-        if request is None:
-            request = local.request = compiled.create_infer_request()
-        hidden: npt.NDArray[np.float32] = request.infer({"input_ids": ids, "attention_mask": mask})[
-            0
-        ]
+        try:
+            request = idle.get_nowait()
+        except queue.Empty:
+            request = compiled.create_infer_request()
+        try:
+            outputs = request.infer({"input_ids": ids, "attention_mask": mask})
+        finally:
+            idle.put(request)
+        hidden: npt.NDArray[np.float32] = outputs[0]
         return hidden
 
     return run
