@@ -172,6 +172,16 @@ def test_openvino_ranks_like_torch_and_serves_threads_at_once(
         assert np.allclose(vector, alone[question], atol=1e-4)
 
 
+def test_openvino_encodes_where_its_compiled_graphs_cannot_be_cached(
+    tmp_path: Path, encoder: Encoder
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "openvino").write_text("not a folder")  # mkdir there fails
+    openvino = Encoder(EncoderConfig(backend="openvino", cache_dir=tmp_path / "models"))
+    cosines = (openvino.encode_passages(TEXTS) * encoder.encode_passages(TEXTS)).sum(axis=1)
+    assert (cosines > 0.9999).all()
+
+
 def test_auto_backend_without_openvino_runs_onnx_runtime(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encoder: Encoder
 ) -> None:
