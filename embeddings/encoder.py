@@ -53,7 +53,7 @@ class EncoderConfig:
     # AMX: the fastest), "onnx" (ONNX Runtime, the torch vectors) or "onnx-int8" (SciFact
     # nDCG@10 0.665 against 0.685, not the default)
     backend: str = "auto"
-    cache_dir: Path | None = None  # where exported ONNX graphs are kept
+    cache_dir: Path | None = None  # where exported graphs (and OpenVINO's compilations) are kept
     threads: int = 0  # intra-op threads of the model; 0: one per core
 
 
