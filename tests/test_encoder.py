@@ -176,7 +176,7 @@ def test_openvino_encodes_where_its_compiled_graphs_cannot_be_cached(
     tmp_path: Path, encoder: Encoder
 ) -> None:
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "openvino").write_text("not a folder")  # mkdir there fails
+    (tmp_path / "models" / "openvino").write_text("not a folder")  # no cache can be made there
     openvino = Encoder(EncoderConfig(backend="openvino", cache_dir=tmp_path / "models"))
     cosines = (openvino.encode_passages(TEXTS) * encoder.encode_passages(TEXTS)).sum(axis=1)
     assert (cosines > 0.9999).all()
