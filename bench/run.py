@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument(
         "--backend",
         default="torch",
-        choices=["torch", "onnx", "onnx-int8"],
+        choices=["torch", "openvino", "onnx", "onnx-int8"],
         help="encoder backend (torch: the raw-encode baseline runs on the same backend)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
