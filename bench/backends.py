@@ -26,12 +26,13 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.server import served
+from embeddings.encoder import BACKENDS as ENCODER_BACKENDS
 from embeddings.encoder import Encoder, EncoderConfig
 from qa.engine import Verbatim
 from qa.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+BACKENDS = tuple(b for b in ENCODER_BACKENDS if b != "auto")  # each one, by name
 QUESTION = "How many U.S. military personnel are forward deployed in the region?"
 
 

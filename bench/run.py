@@ -28,7 +28,7 @@ from rich.table import Table
 
 from corpus.chunking import ChunkerSettings, chunk_document
 from corpus.loader import default_corpus_dir, discover, read_document
-from embeddings.encoder import Encoder, EncoderConfig
+from embeddings.encoder import BACKENDS, Encoder, EncoderConfig
 from qa.engine import Verbatim
 from qa.evaluation.beir import write_corpus
 from qa.settings import Settings
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument(
         "--backend",
         default="torch",
-        choices=["torch", "openvino", "onnx", "onnx-int8"],
+        choices=[b for b in BACKENDS if b != "auto"],
         help="encoder backend (torch: the raw-encode baseline runs on the same backend)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")

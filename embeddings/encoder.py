@@ -217,9 +217,10 @@ def _load_onnx(config: EncoderConfig, location: str) -> Any:
             runtime="openvino" if _uses_openvino(config.backend) else "onnxruntime",
         )
     except ImportError as exc:
+        other = ", or set VERBATIM_ENCODER_BACKEND=onnx" if exc.name == "openvino" else ""
         raise ModelLoadError(
             f"the {config.backend!r} encoder backend needs the package {exc.name!r}: run "
-            f"`pip install {exc.name}`, or set VERBATIM_ENCODER_BACKEND=onnx"
+            f"`pip install {exc.name}`{other}"
         ) from exc
     except (OnnxExportError, OSError, RuntimeError) as exc:  # OpenVINO's errors: RuntimeError
         raise ModelLoadError(

@@ -99,7 +99,8 @@ class Verbatim:
         return (
             f"documents the model {self.settings.model} cannot read ({counts}): questions about"
             " them are read by the cross-lingual reader at question time, slow on a large corpus"
-            f" (~0.4 s a question). Index them with VERBATIM_MODEL={E5_MODEL_NAME} instead."
+            " (~0.2 s a question on JaQuAD). Index them with"
+            f" VERBATIM_MODEL={E5_MODEL_NAME} instead."
         )
 
     def _unread_languages(self) -> dict[str, int]:
