@@ -39,6 +39,11 @@ _EXPORT_FORMAT = "eager-attention, fused"
 # Architectures whose graphs onnxruntime's "bert" optimizer knows how to fuse.
 _FUSABLE = {"bert", "roberta", "xlm-roberta"}
 _COUNT_SLICE = 1024  # texts tokenized at once to count their tokens
+# OpenVINO re-plans the graph when a request's input shape differs from its last one (~0.5 ms
+# a call). A lone text (a question) is padded to a multiple of this many tokens, so most
+# questions share one shape: SciFact's queries (21 tokens p50) 2.24 -> 1.77 ms each. Batches
+# are not padded: there the extra tokens would cost more than the re-planning saves.
+_LONE_TEXT_STEP = 32
 
 Runtime = Literal["onnxruntime", "openvino"]
 Int64s = npt.NDArray[np.int64]
@@ -168,6 +173,9 @@ def _openvino(graph: Path, threads: int, cache_dir: Path) -> _Run:
     idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def run(ids: Int64s, mask: Int64s) -> npt.NDArray[np.float32]:
+        width = ids.shape[1]
+        if len(ids) == 1:
+            ids, mask = _padded(ids, _LONE_TEXT_STEP), _padded(mask, _LONE_TEXT_STEP)
         try:
             request = idle.get_nowait()
         except queue.Empty:
@@ -176,10 +184,17 @@ def _openvino(graph: Path, threads: int, cache_dir: Path) -> _Run:
             outputs = request.infer({"input_ids": ids, "attention_mask": mask})
         finally:
             idle.put(request)
-        hidden: npt.NDArray[np.float32] = outputs[0]
+        hidden: npt.NDArray[np.float32] = outputs[0][:, :width]
         return hidden
 
     return run
+
+
+def _padded(array: Int64s, step: int) -> Int64s:
+    """`array` with zero columns added up to a multiple of `step` (masked out: the padding
+    changes no vector)."""
+    missing = -array.shape[1] % step
+    return np.pad(array, ((0, 0), (0, missing))) if missing else array
 
 
 def _cached_export(model_dir: Path, cache_dir: Path, quantized: bool) -> Path:

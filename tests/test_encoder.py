@@ -166,6 +166,9 @@ def test_openvino_ranks_like_torch_and_serves_threads_at_once(
     assert (np.argsort(-scores, axis=1) == np.argsort(-expected, axis=1)).all()
     # Server threads encode at once, each through its own infer request, each its own text.
     alone = {question: openvino.encode_queries([question])[0] for question in questions}
+    # A lone question is padded to a shape shared with others; the padding changes no vector.
+    together = openvino.encode_queries(questions)
+    assert ((np.array([alone[q] for q in questions]) * together).sum(axis=1) > 0.9999).all()
     with ThreadPoolExecutor(4) as pool:
         vectors = list(pool.map(lambda q: openvino.encode_queries([q])[0], questions * 8))
     for question, vector in zip(questions * 8, vectors, strict=True):
