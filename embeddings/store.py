@@ -8,8 +8,10 @@ search for small collections, HNSW above `hnsw_threshold` vectors.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -54,6 +56,20 @@ def checked(ids: Ids, vectors: Vectors, dimension: int) -> tuple[Ids, Vectors]:
 def set_search_threads(threads: int) -> None:
     """OpenMP threads FAISS uses per search (process-wide)."""
     _faiss().omp_set_num_threads(threads)
+
+
+@contextmanager
+def _every_core() -> Iterator[None]:
+    """FAISS on every core for a while. Building an index parallelises where searching for
+    one question does not (SciFact's 50k sentence vectors into HNSW: 12.3 s on one thread,
+    5.5 s on two); the calling thread's own setting comes back afterwards."""
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def chunk_vector_id(chunk_id: str) -> int:
@@ -306,8 +322,9 @@ class FaissStore:
             index.train(np.ascontiguousarray(self._vectors[np.sort(sample)], dtype=np.float32))
         else:
             index = faiss.IndexFlatIP(self.dimension)
-        for start in range(0, len(self), _ADD_BATCH):  # bounded memory: one batch copied at once
-            index.add(np.ascontiguousarray(self._vectors[start : start + _ADD_BATCH]))
+        with _every_core():
+            for start in range(0, len(self), _ADD_BATCH):  # bounded memory: one batch at once
+                index.add(np.ascontiguousarray(self._vectors[start : start + _ADD_BATCH]))
         self._tune(index)
         return index
 

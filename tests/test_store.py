@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,27 @@ def test_hnsw_above_threshold_agrees_with_exact_search() -> None:
         [len(set(a) & set(e)) / 10 for a, e in zip(approx_ids, exact_ids, strict=True)]
     )
     assert recall >= 0.95
+
+
+def test_a_graph_is_built_on_every_core_and_searches_stay_on_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # as the engine sets it for its questions
+    used: list[int] = []
+    store = FaissStore(16, StoreConfig(kind="hnsw"))
+    store.add(np.arange(500, dtype=np.int64), _unit(500, seed=5))
+    original = faiss.IndexHNSWFlat.add
+
+    def add(index, vectors):  # type: ignore[no-untyped-def]
+        used.append(faiss.omp_get_max_threads())
+        return original(index, vectors)
+
+    monkeypatch.setattr(faiss.IndexHNSWFlat, "add", add)
+    store.search(_unit(1, seed=6), 5)  # the graph is built on first use
+    assert used == [os.cpu_count()]
+    assert faiss.omp_get_max_threads() == 1
 
 
 KINDS = [
