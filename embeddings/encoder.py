@@ -100,21 +100,32 @@ class Encoder:
         Texts are batched longest first in the model's tokens, so each batch pads to similar
         lengths (the model's cost is the padded length; sorted by characters instead, SciFact's
         batches held 44 % more padded tokens), and the vectors come back in the order given.
-        Texts that fit one batch (a question's passages) are not counted: order cannot help.
+        The ONNX model tokenizes each text once, for the order and for the model; other models'
+        texts are counted only when they fill more than one batch (order cannot help one).
         """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         prompt = self._prompt("passage")
         size = self.config.batch_size
-        order = (
-            np.argsort([-n for n in self._lengths(texts)], kind="stable")
-            if len(texts) > size
-            else np.arange(len(texts))
-        )
+        model = self._loaded()
+        if hasattr(model, "token_ids"):  # the ONNX model (imported only when used)
+            tokens = model.token_ids(texts, prompt)
+            lengths = [len(ids) for ids in tokens]
+
+            def encode(batch: list[int]) -> Vectors:
+                return model.encode_token_ids([tokens[i] for i in batch])  # type: ignore[no-any-return]
+
+        else:
+            lengths = self._lengths(texts) if len(texts) > size else [0] * len(texts)
+
+            def encode(batch: list[int]) -> Vectors:
+                return self._encode([texts[i] for i in batch], prompt)
+
+        order = np.argsort([-n for n in lengths], kind="stable")
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), size):
             batch = order[start : start + size]
-            vectors[batch] = self._encode([texts[i] for i in batch], prompt)
+            vectors[batch] = encode(batch.tolist())
             if progress is not None:
                 progress(len(batch))
         return vectors
@@ -139,9 +150,6 @@ class Encoder:
         """Each text's length in the model's tokens (truncated as the model truncates), or in
         characters for a model without a tokenizer to ask."""
         model = self._loaded()
-        if hasattr(model, "token_counts"):  # the ONNX model (imported only when used)
-            counts: list[int] = model.token_counts(texts)
-            return counts
         tokenizer = getattr(model, "tokenizer", None)  # SentenceTransformer's
         if tokenizer is None:
             return [len(text) for text in texts]

@@ -38,7 +38,7 @@ _QUANTIZED = "model-int8.onnx"
 _EXPORT_FORMAT = "eager-attention, fused"
 # Architectures whose graphs onnxruntime's "bert" optimizer knows how to fuse.
 _FUSABLE = {"bert", "roberta", "xlm-roberta"}
-_COUNT_SLICE = 1024  # texts tokenized at once to count their tokens
+_TOKENIZE_SLICE = 1024  # texts tokenized at once (all of a large build's at once held GBs)
 # OpenVINO re-plans the graph when a request's input shape differs from its last one (~0.5 ms
 # a call). A lone text (a question) is padded to a multiple of this many tokens, so most
 # questions share one shape: SciFact's queries (21 tokens p50) 2.24 -> 1.77 ms each. Batches
@@ -47,6 +47,7 @@ _LONE_TEXT_STEP = 32
 
 Runtime = Literal["onnxruntime", "openvino"]
 Int64s = npt.NDArray[np.int64]
+TokenIds = npt.NDArray[np.int32]  # one text's token ids, unpadded
 _Run = Callable[[Int64s, Int64s], npt.NDArray[np.float32]]  # ids, mask -> last hidden state
 
 
@@ -79,24 +80,23 @@ class OnnxSentenceModel:
         )
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(self.max_seq_length)
-        # Pad each batch to its longest text (some tokenizer files pad to a fixed length),
-        # with the model's own pad token.
-        padding = self._tokenizer.padding or {}
-        self._tokenizer.enable_padding(
-            pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]")
-        )
+        # Batches are padded here, to their longest text, with the model's own pad token
+        # (some tokenizer files pad every text to a fixed length).
+        self._pad_id = int((self._tokenizer.padding or {}).get("pad_id", 0))
+        self._tokenizer.no_padding()
 
     def get_embedding_dimension(self) -> int:
         return self.dimension
 
-    def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Each text's length in tokens, as truncated for the model. Counted a slice at a
-        time: SciFact's 67k texts in one call, each padded to the longest, held 1.6 GB."""
-        counts: list[int] = []
-        for start in range(0, len(texts), _COUNT_SLICE):
-            encoded = self._tokenizer.encode_batch_fast(list(texts[start : start + _COUNT_SLICE]))
-            counts.extend(sum(e.attention_mask) for e in encoded)
-        return counts
+    def token_ids(self, texts: Sequence[str], prompt: str | None = None) -> list[TokenIds]:
+        """Each text's token ids as the model reads it: prompt first, truncated, unpadded. A
+        build tokenizes its texts once, to order its batches by length and to encode them."""
+        ids: list[TokenIds] = []
+        for start in range(0, len(texts), _TOKENIZE_SLICE):
+            part = [(prompt or "") + text for text in texts[start : start + _TOKENIZE_SLICE]]
+            encoded = self._tokenizer.encode_batch_fast(part)  # fast: without character offsets
+            ids.extend(np.array(e.ids, dtype=np.int32) for e in encoded)
+        return ids
 
     def encode(
         self,
@@ -106,24 +106,31 @@ class OnnxSentenceModel:
         normalize_embeddings: bool = True,
         **_: Any,
     ) -> npt.NDArray[np.float32]:
-        if prompt:
-            texts = [prompt + text for text in texts]
-        parts = [self._batch(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-        vectors = np.vstack(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
+        tokens = self.token_ids(texts, prompt)
+        parts = [
+            self.encode_token_ids(tokens[i : i + batch_size], normalize_embeddings)
+            for i in range(0, len(tokens), batch_size)
+        ]
+        return np.vstack(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
+
+    def encode_token_ids(
+        self, batch: Sequence[TokenIds], normalize_embeddings: bool = True
+    ) -> npt.NDArray[np.float32]:
+        """One batch's vectors (mean of the token states), padded here to its longest text."""
+        width = max(len(tokens) for tokens in batch)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, tokens in enumerate(batch):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
+        hidden = self._run(ids, mask)
+        weights = mask[..., None].astype(np.float32)
+        vectors: npt.NDArray[np.float32] = (
+            (hidden * weights).sum(axis=1) / weights.sum(axis=1)
+        ).astype(np.float32)
         if normalize_embeddings:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
-
-    def _batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        encoded = self._tokenizer.encode_batch_fast(texts)  # fast: without character offsets
-        ids = np.array([e.ids for e in encoded], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        hidden = self._run(ids, mask)
-        weights = mask[..., None].astype(np.float32)
-        pooled: npt.NDArray[np.float32] = (hidden * weights).sum(axis=1) / np.maximum(
-            weights.sum(axis=1), 1e-9
-        )
-        return pooled.astype(np.float32)
 
 
 def _onnxruntime(graph: Path, threads: int) -> _Run:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ def test_onnx_backend_gives_the_torch_vectors_and_exports_once(
     assert np.allclose(onnx.encode_passages(TEXTS), encoder.encode_passages(TEXTS), atol=1e-4)
     assert np.allclose(onnx.encode_queries(TEXTS[:1]), encoder.encode_queries(TEXTS[:1]), atol=1e-4)
     assert onnx.model_id == encoder.model_id and onnx.dimension == 384
+    # More texts than a batch, of mixed lengths: batched by token count and padded by the
+    # encoder, each text still gets its own vector, in the order given.
+    texts = [f"{n} " + "the alliance " * n for n in (3, 40, 0, 17, 90, 1, 9, 25, 5, 33)]
+    batched = Encoder(replace(config, batch_size=4)).encode_passages(texts)
+    assert np.allclose(batched, encoder.encode_passages(texts), atol=1e-4)
     (graph,) = list((tmp_path / "models").rglob("model.onnx"))
     # Fused into onnxruntime's attention kernels (1.46x faster than the unfused export)
     ops = [node.op_type for node in onnx_format.load(str(graph)).graph.node]
