@@ -26,7 +26,7 @@ from embeddings.use import MODEL_NAMES as USE_NAMES
 from embeddings.use import UniversalSentenceEncoder
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Names under which the packaged default model is known; they all load from the package.
@@ -108,24 +108,18 @@ class Encoder:
         prompt = self._prompt("passage")
         size = self.config.batch_size
         model = self._loaded()
+        encoded: Iterable[Vectors]
         if hasattr(model, "token_ids"):  # the ONNX model (imported only when used)
             tokens = model.token_ids(texts, prompt)
-            lengths = [len(ids) for ids in tokens]
-
-            def encode(batch: list[int]) -> Vectors:
-                return model.encode_token_ids([tokens[i] for i in batch])  # type: ignore[no-any-return]
-
+            batches = _batches([len(ids) for ids in tokens], size)
+            encoded = model.encode_batches([[tokens[i] for i in batch] for batch in batches])
         else:
             lengths = self._lengths(texts) if len(texts) > size else [0] * len(texts)
-
-            def encode(batch: list[int]) -> Vectors:
-                return self._encode([texts[i] for i in batch], prompt)
-
-        order = np.argsort([-n for n in lengths], kind="stable")
+            batches = _batches(lengths, size)
+            encoded = (self._encode([texts[i] for i in batch], prompt) for batch in batches)
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(texts), size):
-            batch = order[start : start + size]
-            vectors[batch] = encode(batch.tolist())
+        for batch, batch_vectors in zip(batches, encoded, strict=True):
+            vectors[batch] = batch_vectors
             if progress is not None:
                 progress(len(batch))
         return vectors
@@ -178,6 +172,12 @@ class Encoder:
 
 
 BACKENDS = ("auto", "torch", "openvino", "onnx", "onnx-int8")
+
+
+def _batches(lengths: Sequence[int], size: int) -> list[npt.NDArray[np.intp]]:
+    """Positions of the texts with these lengths, in batches of `size`, longest first."""
+    order = np.argsort([-n for n in lengths], kind="stable")
+    return [order[start : start + size] for start in range(0, len(order), size)]
 
 
 def _load_model(config: EncoderConfig) -> Any:

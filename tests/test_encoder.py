@@ -181,6 +181,30 @@ def test_openvino_ranks_like_torch_and_serves_threads_at_once(
         assert np.allclose(vector, alone[question], atol=1e-4)
 
 
+def test_a_long_openvino_run_encodes_several_batches_at_once_in_order(
+    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import embeddings.onnx
+
+    compiled = []
+    original = embeddings.onnx._openvino
+
+    def spy(graph: Path, threads: int, cache_dir: Path, streams: int = 0) -> Any:
+        compiled.append(streams)
+        return original(graph, threads, cache_dir, streams)
+
+    monkeypatch.setattr(embeddings.onnx, "_openvino", spy)
+    openvino = Encoder(EncoderConfig(backend="openvino", batch_size=1, cache_dir=tmp_path))
+    texts = [f"{n} " + "the alliance " * (n % 7) for n in range(70)]  # 70 batches
+    cosines = (openvino.encode_passages(texts) * encoder.encode_passages(texts)).sum(axis=1)
+    assert (cosines > 0.9999).all()  # each vector its own text's, in order
+    cores = os.cpu_count() or 1
+    # the question graph at load, then (on several cores) one with a stream per core
+    assert compiled == ([0, cores] if cores > 1 else [0])
+
+
 def test_openvino_encodes_where_its_compiled_graphs_cannot_be_cached(
     tmp_path: Path, encoder: Encoder
 ) -> None:
