@@ -35,6 +35,9 @@ _ASKS_AMOUNT = re.compile(
     r"|何(人|パーセント|%|％|割|個|隻|機|台|件|回|万|億|倍|キロ|トン|円|ドル)",
     re.IGNORECASE,
 )
+# Years a question names ("in 2020", "2020年"): a document that mentions none of them, in its
+# text or its date, cannot answer it.
+_YEAR = re.compile(r"(?<![\d.,])(1[6-9]\d\d|20\d\d)(?!\d)")
 _LIST_MARKER = re.compile(r"^\s*(\(?\d{1,2}[.)]|\([ivx]+\))\s*", re.IGNORECASE)
 _NUMBER = re.compile(
     r"\d|[一二三四五六七八九十百千万億兆]|\b(two|three|four|five|six|seven|eight|nine|ten"
@@ -59,6 +62,17 @@ class QuoteSettings:
     # Score kept by a quote that states no number when the question asks for an amount
     # ("how many", "何人"): such a quote is on the subject but cannot be the answer.
     no_number_factor: float = 0.5
+    # Score kept by a quote whose document mentions none of the years the question names
+    # ("Japan's defense budget in 2020" from statements of 1996 and 2014).
+    other_year_factor: float = 0.5
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What a question asks for that a quote must be able to give."""
+
+    amount: bool  # "how many", "何人": the quote states a number
+    years: frozenset[str]  # years the question names: the quote's document mentions one
 
 
 @dataclass(frozen=True)
@@ -95,13 +109,16 @@ class QuoteSelector:
     ) -> list[ScoredQuote]:
         """The best `limit` (default: every) distinct quotes the candidates hold, best first."""
         idf = self.index.keywords.idf(query.tokens)
-        asks_amount = bool(_ASKS_AMOUNT.search(query.text))
-        scored = [q for c in candidates for q in self._quotes_in(query, idf, asks_amount, c)]
+        asked = _Asked(
+            amount=bool(_ASKS_AMOUNT.search(query.text)),
+            years=frozenset(_YEAR.findall(query.text)),
+        )
+        scored = [q for c in candidates for q in self._quotes_in(query, idf, asked, c)]
         scored.sort(key=lambda q: q.score, reverse=True)
         return self._distinct(scored, limit)
 
     def _quotes_in(
-        self, query: Query, idf: dict[str, float], asks_amount: bool, candidate: Candidate
+        self, query: Query, idf: dict[str, float], asked: _Asked, candidate: Candidate
     ) -> list[ScoredQuote]:
         """Every window of the chunk, scored by the normalised sum of its sentence vectors and
         the keywords it holds."""
@@ -127,6 +144,7 @@ class QuoteSelector:
         )
         windows = self._windows(text, spans, sentences, longest)
         similarities = _window_similarities(vectors, windows, vector)
+        other_year = bool(asked.years) and not asked.years & self._years(chunk.doc_id)
         quotes = []
         for (first, last), similarity in zip(windows, similarities, strict=True):
             coverage = _coverage(idf, keyword_total, keywords[first : last + 1])
@@ -137,8 +155,10 @@ class QuoteSelector:
                 + (1 - chunk_weight - keyword_weight) * similarity
                 + keyword_weight * coverage
             )
-            if asks_amount and not any(s.states_number for s in sentences[first : last + 1]):
+            if asked.amount and not any(s.states_number for s in sentences[first : last + 1]):
                 score *= self.settings.no_number_factor
+            if other_year:
+                score *= self.settings.other_year_factor
             quotes.append(
                 ScoredQuote(
                     doc_id=chunk.doc_id,
@@ -163,6 +183,15 @@ class QuoteSelector:
                 states_number=bool(_NUMBER.search(_LIST_MARKER.sub("", sentence))),
             )
             self.index.sentence_memo[vector_id] = known  # same value from any thread: no lock
+        return known
+
+    def _years(self, doc_id: str) -> frozenset[str]:
+        """The years a document mentions in its text or its date."""
+        known: frozenset[str] | None = self.index.document_memo.get(doc_id)
+        if known is None:
+            document = self.index.entries[doc_id].document
+            known = frozenset(_YEAR.findall(f"{document.date or ''} {document.text}"))
+            self.index.document_memo[doc_id] = known  # same value from any thread: no lock
         return known
 
     def _windows(

@@ -91,6 +91,23 @@ def test_a_question_asking_for_an_amount_needs_a_quote_that_states_one(
     assert counted.status == "answered" and "100,000" in counted.quotes[0].text
 
 
+def test_a_question_about_a_year_no_document_mentions_is_not_answered(
+    seed_engine: Verbatim,
+) -> None:
+    # The defense-cooperation sentences are on the subject, but neither document speaks of 2020.
+    assert seed_engine.ask("What was Japan's defense budget in 2020?").status == "no_answer"
+    assert seed_engine.ask("2020年の日本の防衛予算はいくらでしたか?").status == "no_answer"
+    reviewed = seed_engine.ask("Which guidelines from 1978 would be reviewed?")
+    assert reviewed.status == "answered" and "1978 Guidelines" in reviewed.quotes[0].text
+
+
+def test_a_year_in_the_documents_date_counts_as_mentioned(tmp_path: Path, encoder: Encoder) -> None:
+    budget = "---\ndate: 2019-04-01\n---\nThe defense budget rose to 5.26 trillion yen this year.\n"
+    engine = _engine_over(tmp_path, encoder, {"budget.md": budget})
+    assert engine.ask("What was the defense budget in 2019?").status == "answered"
+    assert engine.ask("What was the defense budget in 2021?").status == "no_answer"
+
+
 def _engine_over(
     tmp_path: Path, encoder: Encoder, files: dict[str, str], **options: Any
 ) -> Verbatim:
