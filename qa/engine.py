@@ -286,7 +286,7 @@ class Verbatim:
         retriever = make_retriever(
             index,
             mode,
-            sentence_recall=settings.candidates,
+            sentence_recall=settings.sentence_recall,
             fusion=settings.fusion,
             rrf_k=settings.rrf_k,
             weight=settings.fusion_weight,

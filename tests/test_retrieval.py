@@ -14,6 +14,7 @@ from corpus.tokenize import KeywordTokenizer
 from qa.engine import Verbatim
 from qa.filters import Filters
 from qa.index import current_version_dir
+from qa.retriever import DenseRetriever
 
 from .conftest import seeds_with
 
@@ -47,6 +48,20 @@ def test_bm25_finds_an_exact_identifier(
         assert top.doc_id == "exercise", mode
         assert top.explain is not None and top.explain.bm25_rank == 1
         assert "kx-7741" in top.explain.matched_terms
+
+
+def test_sentence_recall_adds_the_chunks_of_the_nearest_sentences(seed_engine: Verbatim) -> None:
+    index = seed_engine.index
+    query = seed_engine._query(TROOPS)
+    _, nearest = index.sentence_store.search(query.vector.reshape(1, -1), 5, None, None)
+    holding = {index.chunk_of_sentence[int(s)].chunk_id for s in nearest[0]}
+    alone = DenseRetriever(index).retrieve(query, 1)
+    assert len(alone) == 1
+    recalled = DenseRetriever(index, sentence_recall=5).retrieve(query, 1)
+    assert {c.chunk.chunk_id for c in recalled} == holding | {alone[0].chunk.chunk_id}
+    assert len(recalled) > 1
+    scores = [c.score for c in recalled]  # every candidate scored by its own chunk vector
+    assert scores == sorted(scores, reverse=True) and recalled[0].chunk == alone[0].chunk
 
 
 def test_explain_shows_both_retrievers_and_the_fusion(
