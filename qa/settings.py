@@ -166,6 +166,7 @@ class Settings(BaseSettings):
             milvus_uri=self.milvus_uri,
             milvus_token=self.milvus_token,
             milvus_collection=self.milvus_collection,
+            search_sentences=self.sentence_recall > 0,
         )
 
     @property

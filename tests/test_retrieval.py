@@ -64,6 +64,26 @@ def test_sentence_recall_adds_the_chunks_of_the_nearest_sentences(seed_engine: V
     assert scores == sorted(scores, reverse=True) and recalled[0].chunk == alone[0].chunk
 
 
+def test_sentence_vectors_get_a_search_graph_only_for_sentence_recall(
+    tmp_path: Path, make_engine: Callable[..., Verbatim]
+) -> None:
+    def built(engine: Verbatim) -> Path:
+        engine.build_index()
+        version = current_version_dir(engine.settings.resolved_index_dir)
+        assert version is not None
+        return version
+
+    # Above the HNSW threshold chunks get their graph; sentences, read only by id, do not.
+    engine = make_engine(hnsw_threshold=10)
+    version = built(engine)
+    assert (version / "chunks" / "hnsw.faiss").exists()
+    assert not (version / "sentences" / "hnsw.faiss").exists()
+    recalling = make_engine(home=tmp_path / "recall", hnsw_threshold=10, sentence_recall=5)
+    assert (built(recalling) / "sentences" / "hnsw.faiss").exists()
+    # quotes read the sentence vectors by id from either store
+    assert recalling.ask(TROOPS).quotes[0].text == engine.ask(TROOPS).quotes[0].text
+
+
 def test_explain_shows_both_retrievers_and_the_fusion(
     make_engine: Callable[..., Verbatim],
 ) -> None:
