@@ -160,7 +160,7 @@ class OnnxSentenceModel:
         hidden = run(ids, mask)
         weights = mask[..., None].astype(np.float32)
         vectors: npt.NDArray[np.float32] = (
-            (hidden * weights).sum(axis=1) / weights.sum(axis=1)
+            (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         ).astype(np.float32)
         if normalize_embeddings:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
