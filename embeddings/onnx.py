@@ -116,17 +116,15 @@ class OnnxSentenceModel:
         **_: Any,
     ) -> npt.NDArray[np.float32]:
         tokens = self.token_ids(texts, prompt)
-        parts = [
-            self._vectors(tokens[i : i + batch_size], self._run, normalize_embeddings)
-            for i in range(0, len(tokens), batch_size)
-        ]
+        batches = [tokens[i : i + batch_size] for i in range(0, len(tokens), batch_size)]
+        parts = list(self.encode_batches(batches, normalize_embeddings))
         return np.vstack(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
 
     def encode_batches(
-        self, batches: Sequence[Sequence[TokenIds]]
+        self, batches: Sequence[Sequence[TokenIds]], normalize_embeddings: bool = True
     ) -> Iterator[npt.NDArray[np.float32]]:
-        """Each batch's unit vectors, in order. On OpenVINO a long run of batches goes through
-        a graph compiled for it with one stream per thread, as many batches at once."""
+        """Each batch's vectors, in order. On OpenVINO a long run of batches goes through a
+        graph compiled for it with one stream per thread, as many batches at once."""
         parallel = (
             _openvino(self._graph, 1, self._cache_dir, streams=self._threads)
             if self.runtime == "openvino"
@@ -136,19 +134,19 @@ class OnnxSentenceModel:
         )
         if parallel is None:
             for batch in batches:
-                yield self._vectors(batch, self._run)
+                yield self._vectors(batch, self._run, normalize_embeddings)
             return
         with ThreadPoolExecutor(self._threads) as pool:
             pending: deque[Future[npt.NDArray[np.float32]]] = deque()
             for batch in batches:
-                pending.append(pool.submit(self._vectors, batch, parallel))
+                pending.append(pool.submit(self._vectors, batch, parallel, normalize_embeddings))
                 if len(pending) > self._threads:  # a bounded queue: vectors come back in order
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
 
     def _vectors(
-        self, batch: Sequence[TokenIds], run: _Run, normalize_embeddings: bool = True
+        self, batch: Sequence[TokenIds], run: _Run, normalize_embeddings: bool
     ) -> npt.NDArray[np.float32]:
         """One batch's vectors (mean of the token states), padded here to its longest text."""
         width = max(len(tokens) for tokens in batch)

@@ -208,12 +208,13 @@ def load_index(
         for line in lines:
             entry = _entry_from_json(json.loads(line))
             entries[entry.document.doc_id] = entry
+    stores = store or StoreSettings()
     return Index(
         directory=directory,
         manifest=manifest,
         entries=entries,
-        chunk_store=(store or StoreSettings()).open_store(directory / "chunks", dimension),
-        sentence_store=(store or StoreSettings()).open_store(directory / "sentences", dimension),
+        chunk_store=stores.open_store(directory, "chunks", dimension),
+        sentence_store=stores.open_store(directory, "sentences", dimension),
         keywords=_load_keywords(directory, entries),
     )
 

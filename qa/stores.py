@@ -33,15 +33,16 @@ class StoreSettings:
             ).create()
         return FaissStore(dimension, self._faiss_config(name))
 
-    def open_store(self, directory: Path, dimension: int) -> VectorStore:
-        """The store an index version wrote into `directory` (its "chunks" or "sentences"
-        folder), whichever backend wrote it."""
+    def open_store(self, version_dir: Path, name: str, dimension: int) -> VectorStore:
+        """The `name` store ("chunks" or "sentences") an index version wrote, whichever
+        backend wrote it."""
+        directory = version_dir / name
         if (directory / "milvus.json").exists():
             from embeddings.milvus import MilvusStore
 
             uri = self.milvus_uri if self.backend == "milvus" else ""
             return MilvusStore.load(directory, dimension, uri, self.milvus_token)
-        return FaissStore.load(directory, dimension, self._faiss_config(directory.name))
+        return FaissStore.load(directory, dimension, self._faiss_config(name))
 
     def _faiss_config(self, name: str) -> StoreConfig:
         if name == "sentences" and not self.search_sentences:
