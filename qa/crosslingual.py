@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.batching import QueryBatcher, QuestionEncoder
 from embeddings.encoder import Encoder
 from qa.index import Index, sentence_vector_id
 from qa.retriever import Candidate, Query
@@ -33,12 +33,9 @@ class CrossLingualReader:
         self,
         encoder: Encoder,
         depth: int,
-        batcher: QueryBatcher | None = None,
         memo_size: int = 50_000,
     ) -> None:
         self.encoder = encoder
-        # Questions are micro-batched like the index encoder's (see embeddings.batching).
-        self._questions = QuestionEncoder(encoder.encode_queries, batcher)
         self.depth = depth  # candidates read and re-ordered; the rest keep their order
         self.memo_size = memo_size  # passage vectors kept, least recently used dropped first
         self._memo: OrderedDict[bytes, Vectors] = OrderedDict()
@@ -59,7 +56,9 @@ class CrossLingualReader:
         vector, and (with `sentences`, for quote selection) the vectors of those candidates'
         sentences."""
         head, tail = candidates[: self.depth], candidates[self.depth :]
-        vector = self._questions.encode(query.text)
+        vector = query.read_vector
+        if vector is None:
+            vector = self.encode_questions([query.text])[0]
         chunks = self._vectors([c.chunk.text for c in head])
         kept = (_fused(head, (chunks @ vector).tolist()) + tail)[:k]
         read = replace(query, vector=vector, semantic=True, model_id=self.encoder.model_id)
@@ -68,6 +67,10 @@ class CrossLingualReader:
             texts = [_sentence(index, c, i) for c in kept for i in c.chunk.sentences]
             read = replace(read, sentence_vectors=dict(zip(ids, self._vectors(texts), strict=True)))
         return read, kept
+
+    def encode_questions(self, questions: Sequence[str]) -> Vectors:
+        """The questions as this encoder reads them, in one call (a batch's, see qa.batching)."""
+        return self.encoder.encode_queries(questions)
 
     def _vectors(self, texts: list[str]) -> Vectors:
         """Vectors of `texts`, encoding only those not read before (each once)."""

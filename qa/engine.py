@@ -8,17 +8,18 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from corpus.loader import default_corpus_dir
 from corpus.metadata import detect_language
 from corpus.models import Document
 from corpus.tokenize import KeywordTokenizer
-from embeddings.batching import QueryBatcher, QuestionEncoder
 from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from embeddings.encoder import Encoder, EncoderConfig, ModelLoadError
 from embeddings.store import set_search_threads
 from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
+from qa.batching import QuestionBatcher
 from qa.crosslingual import CrossLingualReader
 from qa.filters import Filters
 from qa.index import (
@@ -51,6 +52,12 @@ class DocumentNotFoundError(KeyError):
     pass
 
 
+def _check(question: str) -> None:
+    """Before batching: an empty question fails alone, not the batch it would join."""
+    if not question.strip():
+        raise ValueError("the question is empty")
+
+
 class Verbatim:
     """Answers questions from an index with exact quotes.
 
@@ -63,7 +70,6 @@ class Verbatim:
         self.encoder = encoder or Encoder(self.settings.encoder)
         set_search_threads(1)  # one question per search: OpenMP threads only add overhead
         self.tokenizer = KeywordTokenizer(self.settings.tokenizer)
-        self.batcher = self._batcher(self.encoder)
         self._reranker: Reranker | None = None
         self._reranker_ready = False
         self._reader: CrossLingualReader | None = None
@@ -71,7 +77,9 @@ class Verbatim:
         self._reader_lock = threading.Lock()
         self._index: Index | None = None
         self._lock = threading.Lock()
-        self._questions = QuestionEncoder(self.encoder.encode_queries, self.batcher)
+        self.batcher = QuestionBatcher(
+            self._queries, self.settings.query_batch, self.settings.query_batch_wait_ms
+        )
 
     # ------------------------------------------------------------ indexing
 
@@ -184,10 +192,24 @@ class Verbatim:
     ) -> Answer:
         """The quotes that answer `question`, or `no_answer` with the closest one flagged."""
         started = time.perf_counter()
+        _check(question)
+        return self.batcher.run(
+            question, partial(self._answer, started, top_k, filters, mode, explain)
+        )
+
+    def _answer(
+        self,
+        started: float,
+        top_k: int | None,
+        filters: Filters | None,
+        mode: Mode | None,
+        explain: bool,
+        query: Query,
+    ) -> Answer:
         top_k = top_k or self.settings.top_k
         index, mode = self.index, mode or self.settings.mode
         query, candidates = self._candidates(
-            index, self._query(question), max(self.settings.candidates, top_k), filters, mode
+            index, query, max(self.settings.candidates, top_k), filters, mode
         )
         # Enough distinct quotes for `diverse` to spread top_k over documents; comparing every
         # quote with every kept one was the largest cost of an answer after the encoder.
@@ -201,7 +223,7 @@ class Verbatim:
         else:
             chosen, status, closest = ranked[:1], "no_answer", True
         return Answer(
-            question=question,
+            question=query.text,
             status=status,
             quotes=[
                 self._quote(
@@ -227,9 +249,23 @@ class Verbatim:
     ) -> SearchResult:
         """Ranked passages for `question`, without quote selection."""
         started = time.perf_counter()
+        _check(question)
+        return self.batcher.run(
+            question, partial(self._search, started, top_k, filters, mode, explain)
+        )
+
+    def _search(
+        self,
+        started: float,
+        top_k: int | None,
+        filters: Filters | None,
+        mode: Mode | None,
+        explain: bool,
+        query: Query,
+    ) -> SearchResult:
         index, mode = self.index, mode or self.settings.mode
         query, candidates = self._candidates(
-            index, self._query(question), top_k or self.settings.top_k, filters, mode, quotes=False
+            index, query, top_k or self.settings.top_k, filters, mode, quotes=False
         )
         passages = [
             Passage(
@@ -247,22 +283,32 @@ class Verbatim:
             for rank, c in enumerate(candidates, 1)
         ]
         return SearchResult(
-            question=question,
+            question=query.text,
             passages=passages,
             index_version=index.version,  # the version these passages came from
             took_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
-    def _query(self, question: str) -> Query:
-        if not question.strip():
-            raise ValueError("the question is empty")
-        return Query(
-            text=question,
-            vector=self._questions.encode(question),
-            tokens=self.tokenizer.tokenize(question),
-            semantic=self._understood(detect_language(question)),
-            model_id=self.encoder.model_id,
-        )
+    def _queries(self, questions: Sequence[str]) -> list[Query]:
+        """The questions as retrieval reads them, each encoder called once for all of them: the
+        index's for every question, the cross-lingual reader's for those the index's encoder
+        cannot read."""
+        vectors = self.encoder.encode_queries(questions)
+        understood = [self._understood(detect_language(q)) for q in questions]
+        unread = [q for q, known in zip(questions, understood, strict=True) if not known]
+        reader = self.cross_lingual_reader if unread else None
+        read = dict(zip(unread, reader.encode_questions(unread), strict=True)) if reader else {}
+        return [
+            Query(
+                text=question,
+                vector=vector,
+                tokens=self.tokenizer.tokenize(question),
+                semantic=known,
+                model_id=self.encoder.model_id,
+                read_vector=read.get(question),
+            )
+            for question, vector, known in zip(questions, vectors, understood, strict=True)
+        ]
 
     def _understood(self, lang: str) -> bool:
         """Whether the encoder's vectors mean anything for a question in `lang`."""
@@ -333,15 +379,7 @@ class Verbatim:
         except ModelLoadError as exc:
             _log.warning("cross_lingual_model_unavailable", model=name, error=str(exc))
             return None
-        return CrossLingualReader(encoder, self.settings.rerank_depth, self._batcher(encoder))
-
-    def _batcher(self, encoder: Encoder) -> QueryBatcher | None:
-        """Micro-batching of `encoder`'s questions; None when turned off (QUERY_BATCH=1)."""
-        if self.settings.query_batch <= 1:
-            return None
-        return QueryBatcher(
-            encoder.encode_queries, self.settings.query_batch, self.settings.query_batch_wait_ms
-        )
+        return CrossLingualReader(encoder, self.settings.rerank_depth)
 
     def _explain(self, query: Query, candidate: Candidate, mode: Mode) -> Explanation:
         words = set(self.tokenizer.tokenize(candidate.chunk.text))

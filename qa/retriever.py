@@ -33,6 +33,8 @@ class Query:
     model_id: str = ""  # the encoder whose vectors score this question's quotes
     # Sentence vectors from another encoder than the index's (see qa.crosslingual), by vector id
     sentence_vectors: Mapping[int, npt.NDArray[np.float32]] | None = None
+    # The question as the cross-lingual reader's encoder reads it, when it is not `semantic`
+    read_vector: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)

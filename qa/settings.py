@@ -95,10 +95,13 @@ class Settings(BaseSettings):
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     log_questions: bool = False  # question text in access logs
-    query_workers: int = Field(8, ge=1, le=256)  # questions answered at once; more wait
+    # Questions taken in at once (with micro-batching they wait for their batch without a
+    # core: more of them make larger batches); more wait in the queue.
+    query_workers: int = Field(32, ge=1, le=256)
     max_queued: int = Field(64, ge=0)  # questions waiting beyond these get 503 + Retry-After
-    # Micro-batching: questions that arrive together are encoded in one call of at most
-    # `query_batch` (1 turns it off), waiting at most `query_batch_wait_ms` for company.
+    # Micro-batching (qa.batching): questions that arrive together are read in one encoder call
+    # of at most `query_batch` and answered in one thread (1 turns it off), waiting at most
+    # `query_batch_wait_ms` for company.
     query_batch: int = Field(32, ge=1, le=1024)
     query_batch_wait_ms: float = Field(1.0, ge=0, le=100)
     # Intra-op threads of the encoder. 0: one per core, used by one batch at a time (without

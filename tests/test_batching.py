@@ -1,99 +1,177 @@
-"""Micro-batching: questions that arrive together share one encoder call, each caller gets its
-own vector, and a failed batch fails only its own callers."""
+"""Micro-batching: questions that arrive together are read in one encoder call and answered in
+one thread; each caller gets the answer to its own question, and an error fails only the
+callers it belongs to."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
-from embeddings.batching import QueryBatcher
-from embeddings.encoder import Encoder
+from qa.batching import QuestionBatcher, ReadQuestions
 from qa.engine import Verbatim
+from qa.retriever import Query
 
-QUESTIONS = [f"What did the {n}th joint statement say about the alliance?" for n in range(16)]
-
-
-def _gated(
-    encoder: Encoder, batches: list[int]
-) -> tuple[QueryBatcher, threading.Event, threading.Event]:
-    """A batcher whose first encoder call signals `entered`, then waits for `release`, so the
-    questions sent meanwhile queue up behind it."""
-    entered, release = threading.Event(), threading.Event()
-
-    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        if not batches:
-            entered.set()
-            assert release.wait(30)
-        batches.append(len(texts))
-        return encoder.encode_queries(texts)
-
-    return QueryBatcher(encode, max_batch=32, max_wait_ms=0), entered, release
+QUESTIONS = [
+    "How many U.S. military personnel are forward deployed in the region?",
+    "When was the Japan-U.S. Joint Declaration on Security issued?",
+    "Which guidelines did the leaders agree to review?",
+    "What did the two governments say about weapons of mass destruction?",
+] * 4
 
 
-def test_questions_arriving_together_share_one_encoder_call(encoder: Encoder) -> None:
-    batches: list[int] = []
-    batcher, entered, release = _gated(encoder, batches)
-    with ThreadPoolExecutor(len(QUESTIONS)) as pool:
-        first = pool.submit(batcher.encode, QUESTIONS[0])
-        assert entered.wait(30)  # the first question is inside the encoder
-        rest = [pool.submit(batcher.encode, q) for q in QUESTIONS[1:]]
-        for _ in range(100_000):  # until the other 15 wait in the queue
-            if batcher._waiting.qsize() == len(QUESTIONS) - 1:
-                break
-        release.set()
-        vectors = [first.result(30), *(future.result(30) for future in rest)]
+class HeldReads:
+    """Wraps a batcher's `read`: each of the first `hold` calls records its size, signals
+    `entered` and waits for `released`, so the questions sent meanwhile queue up behind it."""
 
-    assert batches == [1, len(QUESTIONS) - 1]  # 16 questions, two encoder calls
-    alone = encoder.encode_queries(QUESTIONS)
-    for question, vector, expected in zip(QUESTIONS, vectors, alone, strict=True):
-        assert np.allclose(vector, expected, atol=1e-5), question  # each gets its own vector
+    def __init__(self, read: ReadQuestions, hold: int = 1_000_000) -> None:
+        self.read, self.hold = read, hold
+        self.sizes: list[int] = []
+        self.entered = threading.Semaphore(0)
+        self.released = threading.Event()
 
+    def __call__(self, texts: Sequence[str]) -> Sequence[Query]:
+        self.sizes.append(len(texts))
+        if len(self.sizes) <= self.hold:
+            self.entered.release()
+            assert self.released.wait(30)
+        return self.read(texts)
 
-def test_a_failed_batch_fails_its_callers_and_the_next_one_works(encoder: Encoder) -> None:
-    calls: list[int] = []
-
-    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        calls.append(len(texts))
-        if len(calls) == 1:
-            raise RuntimeError("encoder out of memory")
-        return encoder.encode_queries(texts)
-
-    batcher = QueryBatcher(encode, max_batch=8, max_wait_ms=0)
-    with pytest.raises(RuntimeError, match="out of memory"):
-        batcher.encode(QUESTIONS[0])
-    again = batcher.encode(QUESTIONS[1])
-    assert np.allclose(again, encoder.encode_queries(QUESTIONS[1:2])[0], atol=1e-5)
+    def wait_entered(self) -> None:
+        assert self.entered.acquire(timeout=30)
 
 
-def test_only_overlapping_questions_go_through_the_batcher(
-    make_engine: Callable[..., Verbatim], monkeypatch: pytest.MonkeyPatch
+class _CountedQueue(queue.SimpleQueue[Any]):
+    """A batcher's queue that counts arrivals, so a test can wait for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals = threading.Semaphore(0)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.arrivals.release()
+
+    def wait_for(self, count: int) -> None:
+        for _ in range(count):
+            assert self.arrivals.acquire(timeout=30)
+
+
+def hold_reads(batcher: QuestionBatcher, hold: int = 1_000_000) -> tuple[HeldReads, _CountedQueue]:
+    held = HeldReads(batcher._read, hold)
+    # a running batch thread keeps reading the queue it has: replace it only before one runs
+    if not isinstance(batcher._waiting, _CountedQueue):
+        batcher._waiting = _CountedQueue()
+    batcher._read = held
+    return held, batcher._waiting
+
+
+def test_questions_arriving_together_are_read_once_and_each_gets_its_own_answer(
+    make_engine: Callable[..., Verbatim],
 ) -> None:
     engine = make_engine()
     engine.build_index()
-    assert engine.batcher is not None
-    encode = engine.encoder.encode_queries
-    entered, release = threading.Event(), threading.Event()
+    expected = {q: engine.ask(q) for q in set(QUESTIONS)}  # each asked alone
+    held, waiting = hold_reads(engine.batcher)
+    with ThreadPoolExecutor(len(QUESTIONS)) as pool:
+        first = pool.submit(engine.ask, QUESTIONS[0])
+        held.wait_entered()  # alone: read in its own thread, held there
+        second = pool.submit(engine.ask, QUESTIONS[1])
+        held.wait_entered()  # it had company: the batch thread reads it, held there
+        rest = [pool.submit(engine.ask, q) for q in QUESTIONS[2:]]
+        waiting.wait_for(len(QUESTIONS) - 1)  # the second and the 14 behind it
+        held.released.set()
+        answers = [future.result(30) for future in (first, second, *rest)]
 
-    def held_first(texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        if texts == ["first question about the alliance"]:
-            entered.set()
-            assert release.wait(30)
-        return encode(texts)
+    assert held.sizes == [1, 1, len(QUESTIONS) - 2]  # 14 questions in one encoder call
+    assert engine.batcher.batched == len(QUESTIONS) - 1
+    for question, answer in zip(QUESTIONS, answers, strict=True):
+        alone = expected[question]
+        assert answer.question == question  # nobody gets another caller's answer
+        assert [(q.doc_id, q.char_start, q.char_end) for q in answer.quotes] == [
+            (q.doc_id, q.char_start, q.char_end) for q in alone.quotes
+        ]
+        assert answer.status == alone.status
 
-    monkeypatch.setattr(engine._questions, "_encode", held_first)
-    engine.batcher._encode = held_first
+
+def _query(text: str) -> Query:
+    return Query(text=text, vector=np.zeros(2, dtype=np.float32), tokens=text.split())
+
+
+def _read(texts: Sequence[str]) -> list[Query]:
+    if "boom" in texts:
+        raise RuntimeError("encoder out of memory")
+    return [Query(text=t, vector=np.zeros(2, dtype=np.float32), tokens=t.split()) for t in texts]
+
+
+def _answer(query: Query) -> str:
+    if query.text == "bad":
+        raise ValueError("no such filter")
+    return query.text.upper()
+
+
+def _one_batch(batcher: QuestionBatcher, texts: list[str]) -> list[str | BaseException]:
+    """`texts` answered in one batch, queued behind a lone question and a first batch."""
+    held, waiting = hold_reads(batcher)
+    with ThreadPoolExecutor(len(texts) + 2) as pool:
+        first = pool.submit(batcher.run, "first", _answer)
+        held.wait_entered()
+        second = pool.submit(batcher.run, "second", _answer)
+        held.wait_entered()
+        futures = [pool.submit(batcher.run, t, _answer) for t in texts]
+        waiting.wait_for(len(texts) + 1)
+        held.released.set()
+        assert (first.result(30), second.result(30)) == ("FIRST", "SECOND")
+        results = [f.exception(30) or f.result(30) for f in futures]
+    assert held.sizes == [1, 1, len(texts)]
+    return results
+
+
+def test_errors_fail_only_their_own_callers_and_the_batcher_keeps_serving() -> None:
+    batcher = QuestionBatcher(_read, max_batch=8, max_wait_ms=0)
+    failed = _one_batch(batcher, ["a", "boom"])  # the batch's reading fails: all its callers
+    assert all(isinstance(e, RuntimeError) and "out of memory" in str(e) for e in failed)
+    results = _one_batch(batcher, ["c", "bad", "d"])  # one answer's error: its caller's alone
+    assert results[0] == "C" and results[2] == "D"
+    assert isinstance(results[1], ValueError)
+    assert batcher.batched == 1 + 1 + 3  # the failed batch's questions were never answered
+
+
+def test_only_overlapping_questions_go_through_the_batcher(
+    make_engine: Callable[..., Verbatim],
+) -> None:
+    engine = make_engine()
+    engine.build_index()
+    held, _ = hold_reads(engine.batcher, hold=1)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(engine.ask, "first question about the alliance")
-        assert entered.wait(30)  # encoding alone, directly: nobody else was encoding
+        held.wait_entered()  # reading alone, directly: nobody else was in flight
         second = pool.submit(engine.ask, "How many personnel are deployed?")
-        second.result(30)  # it had company: encoded by the batcher while the first waits
-        assert engine.batcher.encoded == 1
-        release.set()
+        assert "100,000" in second.result(30).quotes[0].text  # answered by the batch thread
+        assert engine.batcher.batched == 1
+        held.released.set()
         first.result(30)
     engine.ask("A lone question afterwards")
-    assert engine.batcher.encoded == 1  # lone questions never take the thread hop
+    assert engine.batcher.batched == 1  # lone questions never take the thread hop
+
+
+def test_batching_off_answers_every_question_in_its_callers_thread(
+    make_engine: Callable[..., Verbatim],
+) -> None:
+    engine = make_engine(query_batch=1)
+    engine.build_index()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(engine.ask, QUESTIONS))
+    assert [a.question for a in answers] == QUESTIONS
+    assert engine.batcher.batched == 0
+
+
+def test_an_empty_question_fails_alone(make_engine: Callable[..., Verbatim]) -> None:
+    engine = make_engine()
+    with pytest.raises(ValueError, match="empty"):
+        engine.ask("  ")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +17,7 @@ from qa.logs import configure_logging
 from qa.settings import Settings
 
 from .test_answers import assert_quotes_exact
+from .test_batching import hold_reads
 
 QUESTION = "地域に前方展開している米軍の兵力はどのくらいですか?"  # about 100,000 personnel
 
@@ -139,30 +139,37 @@ def test_questions_arriving_together_read_each_passage_once(
     assert read_together.passages == read_alone.passages > 0
 
 
-def test_questions_the_reader_encodes_together_share_its_batches(
+def test_the_japanese_questions_of_a_batch_share_one_reader_call(
     tmp_path: Path, encoder: Encoder, engine: Verbatim
 ) -> None:
     fresh = Verbatim(Settings(home=tmp_path, index_dir=engine.settings.resolved_index_dir), encoder)
     reader = fresh.cross_lingual_reader
-    assert reader is not None and reader._questions.batcher is not None
-    batcher, encode = reader._questions.batcher, reader._questions._encode
-    entered, release = threading.Event(), threading.Event()
+    assert reader is not None
+    read_calls: list[int] = []
+    encode_questions = reader.encode_questions
 
-    def held_first(texts: Sequence[str]) -> Any:
-        if texts == [QUESTION]:
-            entered.set()
-            assert release.wait(30)
-        return encode(texts)
+    def counted(questions: Sequence[str]) -> Any:
+        read_calls.append(len(questions))
+        return encode_questions(questions)
 
-    reader._questions._encode = held_first
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(fresh.ask, QUESTION)
-        assert entered.wait(60)  # alone: encoded at once, in its own thread
-        second = pool.submit(fresh.ask, "日米安全保障共同宣言はいつ発表されましたか?")
-        assert "April 1996" in second.result(60).quotes[0].text
-        assert batcher.encoded == 1  # it had company: the reader's batcher encoded it
-        release.set()
-        assert "about 100,000" in first.result(60).quotes[0].text
+    reader.encode_questions = counted  # type: ignore[method-assign]
+    held, waiting = hold_reads(fresh.batcher)
+    japanese = [QUESTION, "日米安全保障共同宣言はいつ発表されましたか?", QUESTION]
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(fresh.ask, "first question about the alliance")
+        held.wait_entered()  # alone: read at once, in its own thread
+        second = pool.submit(fresh.ask, "second question about the alliance")
+        held.wait_entered()  # the batch thread's first batch
+        batch = [pool.submit(fresh.ask, q) for q in [*japanese, "Who signed the statement?"]]
+        waiting.wait_for(1 + len(batch))
+        held.released.set()
+        answers = [future.result(60) for future in batch]
+        first.result(60), second.result(60)
+    assert held.sizes == [1, 1, len(batch)]
+    assert read_calls == [len(japanese)]  # the English one is not read by the reader
+    assert "about 100,000" in answers[0].quotes[0].text
+    assert "April 1996" in answers[1].quotes[0].text
+    assert answers[2].quotes[0].text == answers[0].quotes[0].text
 
 
 def test_japanese_off_topic_question_is_abstained(engine: Verbatim) -> None:
