@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from corpus.models import Span
+from corpus.models import Chunk, Span
 from corpus.normalize import CJK_CHAR
 from corpus.tokenize import KeywordTokenizer
 from qa.index import Index, sentence_vector_id
@@ -96,6 +97,26 @@ class _Sentence:
     states_number: bool  # a numeral or number word, not counting a leading "(4)" or "(ii)"
 
 
+@dataclass(frozen=True)
+class _ChunkQuotes:
+    """A chunk's possible quotes; worked out once per loaded index and quote length."""
+
+    ids: npt.NDArray[np.int64]  # its sentences' vector ids
+    spans: list[Span]
+    sentences: list[_Sentence]
+    windows: list[tuple[int, int]]  # (first, last) positions of its possible quotes
+
+
+class _Window(NamedTuple):
+    """One possible quote, scored: made for every window, so kept light (a tuple)."""
+
+    score: float
+    candidate: Candidate
+    chunk: _ChunkQuotes
+    first: int
+    last: int
+
+
 class QuoteSelector:
     def __init__(
         self, index: Index, tokenizer: KeywordTokenizer, settings: QuoteSettings | None = None
@@ -113,41 +134,53 @@ class QuoteSelector:
             amount=bool(_ASKS_AMOUNT.search(query.text)),
             years=frozenset(_YEAR.findall(query.text)),
         )
-        scored = [q for c in candidates for q in self._quotes_in(query, idf, asked, c)]
-        scored.sort(key=lambda q: q.score, reverse=True)
-        return self._distinct(scored, limit)
-
-    def _quotes_in(
-        self, query: Query, idf: dict[str, float], asked: _Asked, candidate: Candidate
-    ) -> list[ScoredQuote]:
-        """Every window of the chunk, scored by the normalised sum of its sentence vectors and
-        the keywords it holds."""
-        chunk = candidate.chunk
-        entry = self.index.entries[chunk.doc_id]
-        text = entry.document.text
-        spans = [entry.sentences[i] for i in chunk.sentences]
-        ids = [sentence_vector_id(chunk.doc_id, i) for i in chunk.sentences]
-        sentences = [self._sentence(i, text, span) for i, span in zip(ids, spans, strict=True)]
-        vectors = (
-            np.vstack([query.sentence_vectors[i] for i in ids])
-            if query.sentence_vectors is not None
-            else self.index.sentence_store.vectors(np.array(ids, dtype=np.int64))
-        )
-        vector = query.vector.reshape(-1)
-        keyword_total = sum(idf.values())
-        keywords = [s.keywords for s in sentences]
-        chunk_weight, keyword_weight = self.settings.chunk_weight, self.settings.keyword_weight
         longest = (
             self.settings.max_sentences
             if query.sentence_vectors is None
             else self.settings.read_max_sentences
         )
-        windows = self._windows(text, spans, sentences, longest)
-        similarities = _window_similarities(vectors, windows, vector)
-        other_year = bool(asked.years) and not asked.years & self._years(chunk.doc_id)
-        quotes = []
-        for (first, last), similarity in zip(windows, similarities, strict=True):
-            coverage = _coverage(idf, keyword_total, keywords[first : last + 1])
+        chunks = [self._chunk(c.chunk, longest) for c in candidates]
+        vectors = self._sentence_vectors(query, chunks)
+        scored = [
+            window
+            for candidate, chunk, chunk_vectors in zip(candidates, chunks, vectors, strict=True)
+            for window in self._windows_in(query, idf, asked, candidate, chunk, chunk_vectors)
+        ]
+        scored.sort(key=lambda w: w.score, reverse=True)
+        return self._distinct(scored, limit)
+
+    def _sentence_vectors(
+        self, query: Query, chunks: list[_ChunkQuotes]
+    ) -> list[npt.NDArray[np.float32]]:
+        """Each chunk's sentence vectors: the reader's, or the index's in one read for all."""
+        if query.sentence_vectors is not None:
+            read = query.sentence_vectors
+            return [np.vstack([read[int(i)] for i in chunk.ids]) for chunk in chunks]
+        if not chunks:
+            return []
+        stored = self.index.sentence_store.vectors(np.concatenate([c.ids for c in chunks]))
+        ends = np.cumsum([len(c.ids) for c in chunks])
+        return np.split(stored, ends[:-1])
+
+    def _windows_in(
+        self,
+        query: Query,
+        idf: dict[str, float],
+        asked: _Asked,
+        candidate: Candidate,
+        chunk: _ChunkQuotes,
+        vectors: npt.NDArray[np.float32],
+    ) -> list[_Window]:
+        """Every window of the chunk, scored by the normalised sum of its sentence vectors and
+        the keywords it holds."""
+        keyword_total = sum(idf.values())
+        matched = [s.keywords & idf.keys() for s in chunk.sentences]  # small: coverage is cheap
+        chunk_weight, keyword_weight = self.settings.chunk_weight, self.settings.keyword_weight
+        similarities = _window_similarities(vectors, chunk.windows, query.vector.reshape(-1))
+        other_year = bool(asked.years) and not asked.years & self._years(candidate.chunk.doc_id)
+        windows = []
+        for (first, last), similarity in zip(chunk.windows, similarities, strict=True):
+            coverage = _coverage(idf, keyword_total, matched[first : last + 1])
             if not query.semantic:  # the vectors can't judge this language: keywords alone
                 similarity = coverage
             score = (
@@ -155,22 +188,30 @@ class QuoteSelector:
                 + (1 - chunk_weight - keyword_weight) * similarity
                 + keyword_weight * coverage
             )
-            if asked.amount and not any(s.states_number for s in sentences[first : last + 1]):
+            if asked.amount and not any(s.states_number for s in chunk.sentences[first : last + 1]):
                 score *= self.settings.no_number_factor
             if other_year:
                 score *= self.settings.other_year_factor
-            quotes.append(
-                ScoredQuote(
-                    doc_id=chunk.doc_id,
-                    start=spans[first].start,
-                    end=spans[last].end,
-                    section=spans[first].section,
-                    candidate=candidate,
-                    score=score,
-                    words=frozenset().union(*(s.words for s in sentences[first : last + 1])),
-                )
+            windows.append(_Window(score, candidate, chunk, first, last))
+        return windows
+
+    def _chunk(self, chunk: Chunk, longest: int) -> _ChunkQuotes:
+        known: _ChunkQuotes | None = self.index.chunk_memo.get((chunk.chunk_id, longest))
+        if known is None:
+            entry = self.index.entries[chunk.doc_id]
+            text = entry.document.text
+            spans = [entry.sentences[i] for i in chunk.sentences]
+            ids = [sentence_vector_id(chunk.doc_id, i) for i in chunk.sentences]
+            sentences = [self._sentence(i, text, span) for i, span in zip(ids, spans, strict=True)]
+            known = _ChunkQuotes(
+                ids=np.array(ids, dtype=np.int64),
+                spans=spans,
+                sentences=sentences,
+                windows=self._windows(text, spans, sentences, longest),
             )
-        return quotes
+            # same value from any thread: no lock
+            self.index.chunk_memo[(chunk.chunk_id, longest)] = known
+        return known
 
     def _sentence(self, vector_id: int, text: str, span: Span) -> _Sentence:
         known: _Sentence | None = self.index.sentence_memo.get(vector_id)
@@ -226,25 +267,31 @@ class QuoteSelector:
             return len(CJK_CHAR.findall(sentence)) >= 2 * self.settings.min_words
         return len(_WORD.findall(sentence)) >= self.settings.min_words
 
-    def _distinct(self, ranked: list[ScoredQuote], limit: int | None) -> list[ScoredQuote]:
+    def _distinct(self, ranked: list[_Window], limit: int | None) -> list[ScoredQuote]:
         """Drop quotes that overlap a better one in the same document or repeat its words."""
         kept: list[ScoredQuote] = []
-        kept_words: list[frozenset[str]] = []
-        for quote in ranked:
+        for window in ranked:
             if limit is not None and len(kept) >= limit:
                 break
-            words = quote.words
-            if any(
-                k.doc_id == quote.doc_id and k.start < quote.end and quote.start < k.end
-                for k in kept
-            ):
+            doc_id = window.candidate.chunk.doc_id
+            start, end = window.chunk.spans[window.first].start, window.chunk.spans[window.last].end
+            if any(k.doc_id == doc_id and k.start < end and start < k.end for k in kept):
                 continue
-            if any(
-                _overlap(words, other) >= self.settings.duplicate_overlap for other in kept_words
-            ):
+            sentences = window.chunk.sentences[window.first : window.last + 1]
+            words = frozenset().union(*(s.words for s in sentences))
+            if any(_overlap(words, k.words) >= self.settings.duplicate_overlap for k in kept):
                 continue
-            kept.append(quote)
-            kept_words.append(words)
+            kept.append(
+                ScoredQuote(
+                    doc_id=doc_id,
+                    start=start,
+                    end=end,
+                    section=window.chunk.spans[window.first].section,
+                    candidate=window.candidate,
+                    score=window.score,
+                    words=words,
+                )
+            )
         return kept
 
 
@@ -264,7 +311,8 @@ def _window_similarities(
 
 
 def _coverage(idf: dict[str, float], total: float, sentences: list[frozenset[str]]) -> float:
-    """Share of the question's keyword weight (IDF) found in the sentences."""
+    """Share of the question's keyword weight (IDF) found in the sentences (their keywords, or
+    just those of the question they hold)."""
     if not total:
         return 0.0
     held = set().union(*sentences)
