@@ -40,6 +40,12 @@ _ASKS_AMOUNT = re.compile(
 # text or its date, cannot answer it.
 _YEAR = re.compile(r"(?<![\d.,])(1[6-9]\d\d|20\d\d)(?!\d)")
 _LIST_MARKER = re.compile(r"^\s*(\(?\d{1,2}[.)]|\([ivx]+\))\s*", re.IGNORECASE)
+# "the two governments", "these three principles": known things named, not an amount stated;
+# the group is what they count.
+_DEFINITE_COUNT = re.compile(
+    r"\b(?:the|these|those)\s+(?:two|three|four|five|six|seven|eight|nine|ten)\s+(\w+)",
+    re.IGNORECASE,
+)
 _NUMBER = re.compile(
     r"\d|[一二三四五六七八九十百千万億兆]|\b(two|three|four|five|six|seven|eight|nine|ten"
     r"|eleven|twelve|twenty|thirty|forty|fifty|hundreds?|thousands?|millions?|billions?"
@@ -73,6 +79,7 @@ class _Asked:
     """What a question asks for that a quote must be able to give."""
 
     amount: bool  # "how many", "何人": the quote states a number
+    keywords: frozenset[str]  # its own: "how many countries" is answered by "the two countries"
     years: frozenset[str]  # years the question names: the quote's document mentions one
 
 
@@ -94,7 +101,10 @@ class _Sentence:
     quotable: bool
     keywords: frozenset[str]  # BM25 tokens
     words: frozenset[str]  # lower-cased words
-    states_number: bool  # a numeral or number word, not counting a leading "(4)" or "(ii)"
+    # A numeral or number word, not counting a leading "(4)" or "(ii)" nor a definite
+    # reference ("the two governments": it names known things, it does not count them)
+    states_number: bool
+    counted: frozenset[str]  # keywords of what definite references count ("govern")
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class QuoteSelector:
         idf = self.index.keywords.idf(query.tokens)
         asked = _Asked(
             amount=bool(_ASKS_AMOUNT.search(query.text)),
+            keywords=frozenset(query.tokens),
             years=frozenset(_YEAR.findall(query.text)),
         )
         longest = (
@@ -188,7 +199,10 @@ class QuoteSelector:
                 + (1 - chunk_weight - keyword_weight) * similarity
                 + keyword_weight * coverage
             )
-            if asked.amount and not any(s.states_number for s in chunk.sentences[first : last + 1]):
+            if asked.amount and not any(
+                s.states_number or s.counted & asked.keywords
+                for s in chunk.sentences[first : last + 1]
+            ):
                 score *= self.settings.no_number_factor
             if other_year:
                 score *= self.settings.other_year_factor
@@ -217,11 +231,15 @@ class QuoteSelector:
         known: _Sentence | None = self.index.sentence_memo.get(vector_id)
         if known is None:
             sentence = text[span.start : span.end]
+            unlisted = _LIST_MARKER.sub("", sentence)
             known = _Sentence(
                 quotable=self._quotable(text, span),
                 keywords=frozenset(self.tokenizer.tokenize(sentence)),
                 words=frozenset(_WORD.findall(sentence.lower())),
-                states_number=bool(_NUMBER.search(_LIST_MARKER.sub("", sentence))),
+                states_number=bool(_NUMBER.search(_DEFINITE_COUNT.sub(" ", unlisted))),
+                counted=frozenset(
+                    self.tokenizer.tokenize(" ".join(_DEFINITE_COUNT.findall(unlisted)))
+                ),
             )
             self.index.sentence_memo[vector_id] = known  # same value from any thread: no lock
         return known

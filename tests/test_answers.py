@@ -91,6 +91,20 @@ def test_a_question_asking_for_an_amount_needs_a_quote_that_states_one(
     assert counted.status == "answered" and "100,000" in counted.quotes[0].text
 
 
+def test_a_definite_reference_counts_only_what_it_names(
+    seed_engine: Verbatim, tmp_path: Path, encoder: Encoder
+) -> None:
+    # "the two governments" names the parties; it states no amount of submarines.
+    assert seed_engine.ask("How many nuclear submarines does China operate?").status == "no_answer"
+    # It does say how many countries: the same kind of phrase answers a question about them.
+    countries = seed_engine.ask("How many countries would advance cooperation?")
+    assert countries.status == "answered" and "the two countries" in countries.quotes[0].text
+    principles = "Japan upholds the three non-nuclear principles of its security policy.\n"
+    engine = _engine_over(tmp_path, encoder, {"policy.md": principles})
+    held = engine.ask("How many non-nuclear principles does Japan uphold?")
+    assert held.status == "answered" and "the three" in held.quotes[0].text
+
+
 def test_a_question_about_a_year_no_document_mentions_is_not_answered(
     seed_engine: Verbatim,
 ) -> None:
