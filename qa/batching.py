@@ -2,14 +2,15 @@
 
 Encoding costs far less per question in a batch (MiniLM on one core: 2.5 ms alone, 0.9 ms in a
 batch of 16; multilingual-e5-small 4.7 and 1.8), and once a question's vector exists the rest
-of its answer is Python that holds the GIL whichever thread runs it. So under load one batch
-thread takes every question waiting (at most `max_batch`), reads them all in one encoder call
-(`read`) and answers each in turn (its caller's `then`), while the callers' threads only wait:
-no GIL hand-offs among many answering threads, and the next batch forms while this one is
-answered. A question that arrives while no other is in flight (the CLI, an idle server) is
-answered at once in its own thread, without the hop. Under load (the last batch held more than
-one question) the thread also waits up to `max_wait_ms` after the first question for company.
-`max_batch=1` turns batching off: every question is answered in its caller's thread.
+of its answer is Python that holds the GIL whichever thread runs it. So under load a reading
+thread takes every question waiting (at most `max_batch`) and reads them all at once (`read`:
+one call of each encoder), and an answering thread answers each in turn (its caller's `then`)
+while the next batch is read; the callers' threads only wait, so there are no GIL hand-offs
+among many answering threads. A question that arrives while no other is in flight (the CLI,
+an idle server) is answered at once in its own thread, without the hop. Under load (the last
+batch held more than one question) the reading thread also waits up to `max_wait_ms` after the
+first question for company. `max_batch=1` turns batching off: every question is answered in
+its caller's thread.
 """
 
 from __future__ import annotations
@@ -44,16 +45,16 @@ class QuestionBatcher:
         self._read = read
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
-        self.batched = 0  # questions answered by the batch thread
+        self.batched = 0  # questions answered by the answering thread
         self._in_flight = 0
         self._lock = threading.Lock()
         self._waiting: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._reader: threading.Thread | None = None
         self._last_size = 0
 
     def run(self, text: str, then: Callable[[Query], R]) -> R:
         """`then` of the question `text` read (its vector, tokens, language), in this thread
-        when the question is alone, else in the batch thread together with the others."""
+        when the question is alone, else in the answering thread, read together with the others."""
         with self._lock:
             self._in_flight += 1
             company = self._in_flight > 1
@@ -61,29 +62,31 @@ class QuestionBatcher:
             if not company or self.max_batch <= 1:
                 return then(self._read([text])[0])
             waiting = _Waiting(text, then)
-            self._waiting.put(waiting)  # before the thread check: see `_run`'s exit
-            self._ensure_thread()
+            self._waiting.put(waiting)  # before the thread check: see `_read_batches`'s exit
+            self._ensure_threads()
             answer: R = waiting.result.result()
             return answer
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    def _ensure_thread(self) -> None:
+    def _ensure_threads(self) -> None:
         with self._lock:
-            if self._thread is None:
-                handoff: _Handoff = queue.Queue(maxsize=1)
-                self._thread = threading.Thread(
-                    target=self._read_batches, args=(handoff,), name="verbatim-question-reader"
-                )
+            if self._reader is None:
+                handoff: _Handoff = queue.Queue(maxsize=1)  # one batch read ahead, no more
                 threading.Thread(
                     target=self._answer_batches,
                     args=(handoff,),
                     name="verbatim-question-answerer",
                     daemon=True,
                 ).start()
-                self._thread.daemon = True
-                self._thread.start()
+                self._reader = threading.Thread(
+                    target=self._read_batches,
+                    args=(handoff,),
+                    name="verbatim-question-reader",
+                    daemon=True,
+                )
+                self._reader.start()
 
     def _read_batches(self, handoff: _Handoff) -> None:
         """Gather and read batches, one ahead of the answering thread."""
@@ -94,7 +97,7 @@ class QuestionBatcher:
                 with self._lock:  # exit only if no question arrived meanwhile
                     idle = self._waiting.empty()
                     if idle:
-                        self._thread = None
+                        self._reader = None
                 if idle:
                     handoff.put(None)  # the answering thread ends after the last batch
                     return

@@ -64,7 +64,7 @@ class _CountedQueue(queue.SimpleQueue[Any]):
 
 def hold_reads(batcher: QuestionBatcher, hold: int = 1_000_000) -> tuple[HeldReads, _CountedQueue]:
     held = HeldReads(batcher._read, hold)
-    # a running batch thread keeps reading the queue it has: replace it only before one runs
+    # a running reading thread keeps taking from the queue it has: replace it only before one runs
     if not isinstance(batcher._waiting, _CountedQueue):
         batcher._waiting = _CountedQueue()
     batcher._read = held
@@ -82,7 +82,7 @@ def test_questions_arriving_together_are_read_once_and_each_gets_its_own_answer(
         first = pool.submit(engine.ask, QUESTIONS[0])
         held.wait_entered()  # alone: read in its own thread, held there
         second = pool.submit(engine.ask, QUESTIONS[1])
-        held.wait_entered()  # it had company: the batch thread reads it, held there
+        held.wait_entered()  # it had company: the reading thread reads it, held there
         rest = [pool.submit(engine.ask, q) for q in QUESTIONS[2:]]
         waiting.wait_for(len(QUESTIONS) - 1)  # the second and the 14 behind it
         held.released.set()
@@ -152,7 +152,7 @@ def test_only_overlapping_questions_go_through_the_batcher(
         first = pool.submit(engine.ask, "first question about the alliance")
         held.wait_entered()  # reading alone, directly: nobody else was in flight
         second = pool.submit(engine.ask, "How many personnel are deployed?")
-        assert "100,000" in second.result(30).quotes[0].text  # answered by the batch thread
+        assert "100,000" in second.result(30).quotes[0].text  # answered by the batch threads
         assert engine.batcher.batched == 1
         held.released.set()
         first.result(30)

@@ -159,7 +159,7 @@ def test_the_japanese_questions_of_a_batch_share_one_reader_call(
         first = pool.submit(fresh.ask, "first question about the alliance")
         held.wait_entered()  # alone: read at once, in its own thread
         second = pool.submit(fresh.ask, "second question about the alliance")
-        held.wait_entered()  # the batch thread's first batch
+        held.wait_entered()  # the reading thread's first batch
         batch = [pool.submit(fresh.ask, q) for q in [*japanese, "Who signed the statement?"]]
         waiting.wait_for(1 + len(batch))
         held.released.set()
