@@ -105,12 +105,22 @@ class QuestionBatcher:
             batch = self._gather(first)
             try:
                 queries = self._read([waiting.text for waiting in batch])
-            except BaseException as exc:  # every caller gets the error; the thread keeps serving
-                for waiting in batch:
-                    waiting.result.set_exception(exc)
+            except BaseException:  # the thread keeps serving; the error is only its question's
+                self._read_each(batch, handoff)
                 continue
             self._last_size = len(batch)
             handoff.put((batch, queries))
+
+    def _read_each(self, batch: list[_Waiting], handoff: _Handoff) -> None:
+        """After a batch failed to be read, each question read alone: only those that fail
+        alone get the error (a broken encoder fails them all)."""
+        for waiting in batch:
+            try:
+                queries = self._read([waiting.text])
+            except BaseException as exc:
+                waiting.result.set_exception(exc)
+                continue
+            handoff.put(([waiting], queries))
 
     def _answer_batches(self, handoff: _Handoff) -> None:
         while (read := handoff.get()) is not None:

@@ -115,8 +115,11 @@ def _answer(query: Query) -> str:
     return query.text.upper()
 
 
-def _one_batch(batcher: QuestionBatcher, texts: list[str]) -> list[str | BaseException]:
-    """`texts` answered in one batch, queued behind a lone question and a first batch."""
+def _one_batch(
+    batcher: QuestionBatcher, texts: list[str]
+) -> tuple[list[str | BaseException], list[int]]:
+    """`texts` answered in one batch, queued behind a lone question and a first batch; the
+    answers, and the sizes of the reads after those two."""
     held, waiting = hold_reads(batcher)
     with ThreadPoolExecutor(len(texts) + 2) as pool:
         first = pool.submit(batcher.run, "first", _answer)
@@ -128,18 +131,21 @@ def _one_batch(batcher: QuestionBatcher, texts: list[str]) -> list[str | BaseExc
         held.released.set()
         assert (first.result(30), second.result(30)) == ("FIRST", "SECOND")
         results = [f.exception(30) or f.result(30) for f in futures]
-    assert held.sizes == [1, 1, len(texts)]
-    return results
+    assert held.sizes[:3] == [1, 1, len(texts)]
+    return results, held.sizes[3:]
 
 
 def test_errors_fail_only_their_own_callers_and_the_batcher_keeps_serving() -> None:
     batcher = QuestionBatcher(_read, max_batch=8, max_wait_ms=0)
-    failed = _one_batch(batcher, ["a", "boom"])  # the batch's reading fails: all its callers
-    assert all(isinstance(e, RuntimeError) and "out of memory" in str(e) for e in failed)
-    results = _one_batch(batcher, ["c", "bad", "d"])  # one answer's error: its caller's alone
-    assert results[0] == "C" and results[2] == "D"
+    # One question breaks its batch's reading: each is read again alone, and only it fails.
+    (fine, failed), rereads = _one_batch(batcher, ["a", "boom"])
+    assert fine == "A" and rereads == [1, 1]
+    assert isinstance(failed, RuntimeError) and "out of memory" in str(failed)
+    results, rereads = _one_batch(batcher, ["c", "bad", "d"])  # an answer's error: its caller's
+    assert results[0] == "C" and results[2] == "D" and rereads == []
     assert isinstance(results[1], ValueError)
-    assert batcher.batched == 1 + 1 + 3  # the failed batch's questions were never answered
+    # each round's second question and its batch, less the question that could not be read
+    assert batcher.batched == (1 + 1) + (1 + 3)
 
 
 def test_only_overlapping_questions_go_through_the_batcher(
