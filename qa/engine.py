@@ -6,10 +6,11 @@ import functools
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from corpus.loader import default_corpus_dir
 from corpus.metadata import detect_language
@@ -52,10 +53,18 @@ class DocumentNotFoundError(KeyError):
     pass
 
 
-def _check(question: str) -> None:
-    """Before batching: an empty question fails alone, not the batch it would join."""
-    if not question.strip():
-        raise ValueError("the question is empty")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What a caller asked beside the question, carried to where its batch is answered."""
+
+    started: float
+    top_k: int | None
+    filters: Filters | None
+    mode: Mode | None
+    explain: bool
 
 
 class Verbatim:
@@ -191,25 +200,14 @@ class Verbatim:
         explain: bool = False,
     ) -> Answer:
         """The quotes that answer `question`, or `no_answer` with the closest one flagged."""
-        started = time.perf_counter()
-        _check(question)
-        return self.batcher.run(
-            question, partial(self._answer, started, top_k, filters, mode, explain)
-        )
+        request = _Request(time.perf_counter(), top_k, filters, mode, explain)
+        return self._run(question, partial(self._answer, request))
 
-    def _answer(
-        self,
-        started: float,
-        top_k: int | None,
-        filters: Filters | None,
-        mode: Mode | None,
-        explain: bool,
-        query: Query,
-    ) -> Answer:
-        top_k = top_k or self.settings.top_k
-        index, mode = self.index, mode or self.settings.mode
+    def _answer(self, request: _Request, query: Query) -> Answer:
+        top_k = request.top_k or self.settings.top_k
+        index, mode = self.index, request.mode or self.settings.mode
         query, candidates = self._candidates(
-            index, query, max(self.settings.candidates, top_k), filters, mode
+            index, query, max(self.settings.candidates, top_k), request.filters, mode
         )
         # Enough distinct quotes for `diverse` to spread top_k over documents; comparing every
         # quote with every kept one was the largest cost of an answer after the encoder.
@@ -231,12 +229,12 @@ class Verbatim:
                     q,
                     rank,
                     closest,
-                    self._explain(query, q.candidate, mode) if explain else None,
+                    self._explain(query, q.candidate, mode) if request.explain else None,
                 )
                 for rank, q in enumerate(chosen, 1)
             ],
             index_version=index.version,
-            took_ms=round((time.perf_counter() - started) * 1000, 2),
+            took_ms=round((time.perf_counter() - request.started) * 1000, 2),
         )
 
     def search(
@@ -248,24 +246,14 @@ class Verbatim:
         explain: bool = False,
     ) -> SearchResult:
         """Ranked passages for `question`, without quote selection."""
-        started = time.perf_counter()
-        _check(question)
-        return self.batcher.run(
-            question, partial(self._search, started, top_k, filters, mode, explain)
-        )
+        request = _Request(time.perf_counter(), top_k, filters, mode, explain)
+        return self._run(question, partial(self._search, request))
 
-    def _search(
-        self,
-        started: float,
-        top_k: int | None,
-        filters: Filters | None,
-        mode: Mode | None,
-        explain: bool,
-        query: Query,
-    ) -> SearchResult:
-        index, mode = self.index, mode or self.settings.mode
+    def _search(self, request: _Request, query: Query) -> SearchResult:
+        index, mode = self.index, request.mode or self.settings.mode
+        top_k = request.top_k or self.settings.top_k
         query, candidates = self._candidates(
-            index, query, top_k or self.settings.top_k, filters, mode, quotes=False
+            index, query, top_k, request.filters, mode, quotes=False
         )
         passages = [
             Passage(
@@ -278,7 +266,7 @@ class Verbatim:
                 char_end=c.chunk.char_end,
                 section=c.chunk.section,
                 score=round(c.score, 4),
-                explain=self._explain(query, c, mode) if explain else None,
+                explain=self._explain(query, c, mode) if request.explain else None,
             )
             for rank, c in enumerate(candidates, 1)
         ]
@@ -286,8 +274,14 @@ class Verbatim:
             question=query.text,
             passages=passages,
             index_version=index.version,  # the version these passages came from
-            took_ms=round((time.perf_counter() - started) * 1000, 2),
+            took_ms=round((time.perf_counter() - request.started) * 1000, 2),
         )
+
+    def _run(self, question: str, then: Callable[[Query], R]) -> R:
+        """`then` of the question read, under load in a batch with others (qa.batching)."""
+        if not question.strip():  # before batching: an empty question fails alone
+            raise ValueError("the question is empty")
+        return self.batcher.run(question, then)
 
     def _queries(self, questions: Sequence[str]) -> list[Query]:
         """The questions as retrieval reads them, each encoder called once for all of them: the
