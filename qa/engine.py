@@ -281,6 +281,7 @@ class Verbatim:
         """`then` of the question read, under load in a batch with others (qa.batching)."""
         if not question.strip():  # before batching: an empty question fails alone
             raise ValueError("the question is empty")
+        _ = self.index  # no index, or one another model built: say so before encoding with it
         return self.batcher.run(question, then)
 
     def _queries(self, questions: Sequence[str]) -> list[Query]:
