@@ -6,11 +6,10 @@ import functools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from corpus.loader import default_corpus_dir
 from corpus.metadata import detect_language
@@ -53,14 +52,12 @@ class DocumentNotFoundError(KeyError):
     pass
 
 
-R = TypeVar("R")
-
-
 @dataclass(frozen=True)
 class _Request:
     """What a caller asked beside the question, carried to where its batch is answered."""
 
     started: float
+    index: Index  # the index when it was asked: its answer comes from that version
     top_k: int | None
     filters: Filters | None
     mode: Mode | None
@@ -200,12 +197,12 @@ class Verbatim:
         explain: bool = False,
     ) -> Answer:
         """The quotes that answer `question`, or `no_answer` with the closest one flagged."""
-        request = _Request(time.perf_counter(), top_k, filters, mode, explain)
-        return self._run(question, partial(self._answer, request))
+        request = self._request(question, top_k, filters, mode, explain)
+        return self.batcher.run(question, partial(self._answer, request))
 
     def _answer(self, request: _Request, query: Query) -> Answer:
         top_k = request.top_k or self.settings.top_k
-        index, mode = self.index, request.mode or self.settings.mode
+        index, mode = request.index, request.mode or self.settings.mode
         query, candidates = self._candidates(
             index, query, max(self.settings.candidates, top_k), request.filters, mode
         )
@@ -246,11 +243,11 @@ class Verbatim:
         explain: bool = False,
     ) -> SearchResult:
         """Ranked passages for `question`, without quote selection."""
-        request = _Request(time.perf_counter(), top_k, filters, mode, explain)
-        return self._run(question, partial(self._search, request))
+        request = self._request(question, top_k, filters, mode, explain)
+        return self.batcher.run(question, partial(self._search, request))
 
     def _search(self, request: _Request, query: Query) -> SearchResult:
-        index, mode = self.index, request.mode or self.settings.mode
+        index, mode = request.index, request.mode or self.settings.mode
         top_k = request.top_k or self.settings.top_k
         query, candidates = self._candidates(
             index, query, top_k, request.filters, mode, quotes=False
@@ -277,12 +274,20 @@ class Verbatim:
             took_ms=round((time.perf_counter() - request.started) * 1000, 2),
         )
 
-    def _run(self, question: str, then: Callable[[Query], R]) -> R:
-        """`then` of the question read, under load in a batch with others (qa.batching)."""
-        if not question.strip():  # before batching: an empty question fails alone
+    def _request(
+        self,
+        question: str,
+        top_k: int | None,
+        filters: Filters | None,
+        mode: Mode | None,
+        explain: bool,
+    ) -> _Request:
+        """What the caller asked, checked before it joins a batch: an empty question, or no
+        index the configured model can read, fails its caller alone, before any encoding."""
+        started = time.perf_counter()
+        if not question.strip():
             raise ValueError("the question is empty")
-        _ = self.index  # no index, or one another model built: say so before encoding with it
-        return self.batcher.run(question, then)
+        return _Request(started, self.index, top_k, filters, mode, explain)
 
     def _queries(self, questions: Sequence[str]) -> list[Query]:
         """The questions as retrieval reads them, each encoder called once for all of them: the
