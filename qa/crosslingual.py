@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -57,8 +56,8 @@ class CrossLingualReader:
         sentences."""
         head, tail = candidates[: self.depth], candidates[self.depth :]
         vector = query.read_vector
-        if vector is None:
-            vector = self.encode_questions([query.text])[0]
+        if vector is None:  # the engine reads such questions with this encoder (qa.batching)
+            raise ValueError(f"question not read by {self.encoder.model_id}: {query.text!r}")
         chunks = self._vectors([c.chunk.text for c in head])
         kept = (_fused(head, (chunks @ vector).tolist()) + tail)[:k]
         read = replace(query, vector=vector, semantic=True, model_id=self.encoder.model_id)
@@ -67,10 +66,6 @@ class CrossLingualReader:
             texts = [_sentence(index, c, i) for c in kept for i in c.chunk.sentences]
             read = replace(read, sentence_vectors=dict(zip(ids, self._vectors(texts), strict=True)))
         return read, kept
-
-    def encode_questions(self, questions: Sequence[str]) -> Vectors:
-        """The questions as this encoder reads them, in one call (a batch's, see qa.batching)."""
-        return self.encoder.encode_queries(questions)
 
     def _vectors(self, texts: list[str]) -> Vectors:
         """Vectors of `texts`, encoding only those not read before (each once)."""

@@ -297,7 +297,9 @@ class Verbatim:
         understood = [self._understood(detect_language(q)) for q in questions]
         unread = [q for q, known in zip(questions, understood, strict=True) if not known]
         reader = self.cross_lingual_reader if unread else None
-        read = dict(zip(unread, reader.encode_questions(unread), strict=True)) if reader else {}
+        read = (
+            dict(zip(unread, reader.encoder.encode_queries(unread), strict=True)) if reader else {}
+        )
         return [
             Query(
                 text=question,

@@ -23,12 +23,14 @@ QUESTION = "地域に前方展開している米軍の兵力はどのくらい�
 
 
 class _CountingEncoder:
-    """The reader's real encoder, counting the passages it is asked to encode."""
+    """The reader's real encoder, counting the passages it is asked to encode and the sizes of
+    its calls for questions."""
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.passages = 0
         self.texts: list[str] = []
+        self.question_calls: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.encoder, name)
@@ -37,6 +39,10 @@ class _CountingEncoder:
         self.passages += len(texts)
         self.texts.extend(texts)
         return self.encoder.encode_passages(texts, progress)
+
+    def encode_queries(self, questions: Sequence[str]) -> Any:
+        self.question_calls.append(len(questions))
+        return self.encoder.encode_queries(questions)
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +148,7 @@ def test_questions_arriving_together_read_each_passage_once(
 def test_the_japanese_questions_of_a_batch_share_one_reader_call(
     tmp_path: Path, encoder: Encoder, engine: Verbatim
 ) -> None:
-    fresh = Verbatim(Settings(home=tmp_path, index_dir=engine.settings.resolved_index_dir), encoder)
-    reader = fresh.cross_lingual_reader
-    assert reader is not None
-    read_calls: list[int] = []
-    encode_questions = reader.encode_questions
-
-    def counted(questions: Sequence[str]) -> Any:
-        read_calls.append(len(questions))
-        return encode_questions(questions)
-
-    reader.encode_questions = counted  # type: ignore[method-assign]
+    fresh, counting = _reading(tmp_path, encoder, engine)
     held, waiting = hold_reads(fresh.batcher)
     japanese = [QUESTION, "日米安全保障共同宣言はいつ発表されましたか?", QUESTION]
     with ThreadPoolExecutor(6) as pool:
@@ -166,7 +162,7 @@ def test_the_japanese_questions_of_a_batch_share_one_reader_call(
         answers = [future.result(60) for future in batch]
         first.result(60), second.result(60)
     assert held.sizes == [1, 1, len(batch)]
-    assert read_calls == [len(japanese)]  # the English one is not read by the reader
+    assert counting.question_calls == [len(japanese)]  # the English one is not read by the reader
     assert "about 100,000" in answers[0].quotes[0].text
     assert "April 1996" in answers[1].quotes[0].text
     assert answers[2].quotes[0].text == answers[0].quotes[0].text
