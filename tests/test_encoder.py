@@ -145,8 +145,10 @@ def test_server_threads_share_the_cores_among_query_workers() -> None:
     cores = os.cpu_count() or 1
     assert Settings(query_workers=2, query_batch=1).for_server().threads == max(1, cores // 2)
     assert Settings(query_workers=64, query_batch=1).for_server().threads == 1
-    # Micro-batching: one batch at a time, on every core.
-    assert Settings(query_workers=64).for_server().threads == 0
+    # Micro-batching on OpenVINO: a thread per stream, a batch split across the streams.
+    assert Settings(query_workers=64, encoder_backend="openvino").for_server().threads == 1
+    # elsewhere one batch at a time, on every core
+    assert Settings(query_workers=64, encoder_backend="torch").for_server().threads == 0
     assert Settings(threads=3).for_server().threads == 3  # an explicit setting wins
 
 
@@ -191,9 +193,9 @@ def test_a_long_openvino_run_encodes_several_batches_at_once_in_order(
     compiled = []
     original = embeddings.onnx._openvino
 
-    def spy(graph: Path, threads: int, cache_dir: Path, streams: int = 0) -> Any:
+    def spy(graph: Path, threads: int, cache_dir: Path, streams: int = 0, **options: Any) -> Any:
         compiled.append(streams)
-        return original(graph, threads, cache_dir, streams)
+        return original(graph, threads, cache_dir, streams, **options)
 
     monkeypatch.setattr(embeddings.onnx, "_openvino", spy)
     openvino = Encoder(EncoderConfig(backend="openvino", batch_size=1, cache_dir=tmp_path))
@@ -203,6 +205,61 @@ def test_a_long_openvino_run_encodes_several_batches_at_once_in_order(
     cores = os.cpu_count() or 1
     # the question graph at load, then (on several cores) one with a stream per core
     assert compiled == ([0, cores] if cores > 1 else [0])
+
+
+def test_a_server_batch_runs_as_parts_of_similar_length_on_every_core(
+    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import embeddings.onnx
+
+    parts: list[list[int]] = []
+    original = embeddings.onnx._balanced
+
+    def spy(lengths: Any, streams: int) -> Any:
+        split = original(lengths, streams)
+        parts.extend([int(n) for n in lengths[rows]] for rows in split)
+        return split
+
+    monkeypatch.setattr(embeddings.onnx, "_balanced", spy)
+    # the server's encoder under micro-batching: one thread per stream, a stream per core
+    openvino = Encoder(EncoderConfig(backend="openvino", threads=1, cache_dir=tmp_path))
+    questions = [f"Question {n}: " + "what did the alliance decide " * (n % 5) for n in range(12)]
+    together = openvino.encode_queries(questions)
+    alone = np.vstack([encoder.encode_queries([q]) for q in questions])
+    assert ((together * alone).sum(axis=1) > 0.9999).all()  # each its own text's, in order
+    if (os.cpu_count() or 1) < 2:
+        return  # one stream: nothing to split
+    assert len(parts) == 2 and sum(map(len, parts)) == len(questions)
+    assert min(parts[0]) >= max(parts[1])  # the longest texts together, padded only among them
+
+
+def test_batch_parts_take_the_longest_texts_together_with_the_least_padding() -> None:
+    from itertools import combinations, pairwise
+
+    from embeddings.onnx import _balanced
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        lengths = rng.integers(3, 60, size=int(rng.integers(2, 14)))
+        for streams in (2, 3):
+            split = _balanced(lengths, streams)
+            assert len(split) <= streams
+            assert sorted(np.concatenate(split).tolist()) == list(range(len(lengths)))
+            runs = [sorted(lengths[rows].tolist(), reverse=True) for rows in split]
+            assert all(a[-1] >= b[0] for a, b in pairwise(runs))
+            largest = max(len(run) * run[0] for run in runs)
+            # no cut of the longest-first order into `streams` runs has a smaller largest run
+            ordered = sorted(lengths.tolist(), reverse=True)
+            best = min(
+                max(
+                    (end - start) * ordered[start]
+                    for start, end in zip((0, *cuts), (*cuts, len(ordered)), strict=True)
+                )
+                for cuts in combinations(range(1, len(ordered)), min(streams, len(ordered)) - 1)
+            )
+            assert largest == best
 
 
 def test_openvino_encodes_where_its_compiled_graphs_cannot_be_cached(
