@@ -209,10 +209,7 @@ class Settings(BaseSettings):
         if self.threads:
             return self
         if self.query_batch > 1:
-            return self.model_copy(update={"threads": 1}) if self._on_openvino else self
+            on_openvino = runs_on_openvino(self.encoder_backend)
+            return self.model_copy(update={"threads": 1}) if on_openvino else self
         cores = os.cpu_count() or 1
         return self.model_copy(update={"threads": max(1, cores // self.query_workers)})
-
-    @property
-    def _on_openvino(self) -> bool:
-        return runs_on_openvino(self.encoder_backend)
