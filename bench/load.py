@@ -6,8 +6,8 @@ the question it answers and the index version it came from, so a caller can prov
 answer went to the wrong question or mixed two index versions.
 
 The driver runs on the server's machine, so what it spends is taken from the server: aiohttp
-spends 0.8 core-ms an answer where httpx's async client spent 2.7 (32 clients, measured with
-`resource.getrusage`), a quarter of the two cores' work at the server's batched rate.
+spends 0.6-0.8 core-ms an answer where httpx's async client spent 2.7 (32 clients, measured
+with `resource.getrusage`), a sixth of all the work an answer cost on the two cores.
 """
 
 from __future__ import annotations
