@@ -18,6 +18,7 @@ ONNX Runtime runs the int8-quantised graph and machines without OpenVINO.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -243,18 +244,24 @@ def _openvino(
         if len(ids) < streams * _SPLIT_MIN_TEXTS:
             return run(ids, mask)
         lengths = mask.sum(axis=1)
-        started = []
-        for rows in _balanced(lengths, streams):
-            width = int(lengths[rows].max())
-            infer = request()
-            inputs = {"input_ids": ids[rows, :width], "attention_mask": mask[rows, :width]}
-            infer.start_async(inputs)
-            started.append((rows, width, infer))
         hidden = np.zeros((*ids.shape, width_of_state), np.float32)
-        for rows, width, infer in started:
-            infer.wait()
-            hidden[rows, :width] = infer.get_output_tensor(0).data
-            idle.put(infer)
+        started = []
+        try:
+            for rows in _balanced(lengths, streams):
+                width = int(lengths[rows].max())
+                infer = request()
+                started.append((rows, width, infer))
+                infer.start_async(
+                    {"input_ids": ids[rows, :width], "attention_mask": mask[rows, :width]}
+                )
+            for rows, width, infer in started:
+                infer.wait()
+                hidden[rows, :width] = infer.get_output_tensor(0).data
+        finally:  # after a failure too, each request goes back idle only once it has stopped
+            for *_, infer in started:
+                with contextlib.suppress(Exception):
+                    infer.wait()
+                idle.put(infer)
         return hidden
 
     return run_split if split_batches and streams > 1 else run
