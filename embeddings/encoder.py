@@ -241,7 +241,7 @@ def _load_onnx(config: EncoderConfig, location: str) -> Any:
             _model_cache(config),
             quantized=config.backend == "onnx-int8",
             threads=config.threads,
-            runtime="openvino" if runs_on_openvino(config.backend) else "onnxruntime",
+            runtime="openvino" if _uses_openvino(config.backend) else "onnxruntime",
         )
     except ImportError as exc:
         other = ", or set VERBATIM_ENCODER_BACKEND=onnx" if exc.name == "openvino" else ""
@@ -255,8 +255,7 @@ def _load_onnx(config: EncoderConfig, location: str) -> Any:
         ) from exc
 
 
-def runs_on_openvino(backend: str) -> bool:
-    """Whether a local model folder is encoded by OpenVINO with this backend setting."""
+def _uses_openvino(backend: str) -> bool:
     if backend == "openvino":
         return True
     return backend == "auto" and importlib.util.find_spec("openvino") is not None

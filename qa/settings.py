@@ -16,7 +16,7 @@ from corpus.sandbox import ParseLimits
 from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
 from embeddings.e5 import MODEL_ID as E5_MODEL_ID
 from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
-from embeddings.encoder import DEFAULT_MODEL, EncoderConfig, runs_on_openvino
+from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
 from embeddings.store import DEFAULT_HNSW_THRESHOLD, StoreConfig
 from embeddings.use import MODEL_ID as USE_MODEL_ID
 from qa.quotes import QuoteSettings
@@ -104,9 +104,11 @@ class Settings(BaseSettings):
     # `query_batch_wait_ms` for company.
     query_batch: int = Field(32, ge=1, le=1024)
     query_batch_wait_ms: float = Field(1.0, ge=0, le=100)
-    # Intra-op threads of the encoder. 0: one per core, used by one batch at a time. The
-    # server resolves it (`for_server`). FAISS searches one question at a time single-threaded
-    # (faster: 15.5 vs 18.1 ms p50, SciFact).
+    # Intra-op threads of the encoder. 0: one per core, used by one batch at a time (without
+    # micro-batching in the server: the cores shared among query workers). 1 on OpenVINO: a
+    # stream per core, a batch of 8 or more split into a part per core (more answers/s under
+    # sustained heavy load, slower lone questions: docs/reliability.md). FAISS searches one
+    # question at a time single-threaded (faster: 15.5 vs 18.1 ms p50, SciFact).
     threads: int = Field(0, ge=0, le=256)
     # Slack door
     slack_follow_ups: bool = True  # answer follow-ups in threads the bot answered, unmentioned
@@ -198,18 +200,10 @@ class Settings(BaseSettings):
         )
 
     def for_server(self) -> Settings:
-        """These settings with `threads` resolved for the server's concurrent questions.
-
-        Micro-batching on OpenVINO: one thread per OpenVINO stream, a stream per core, so a
-        batch is split into parts of similar length that run at once, one per core (two
-        threads on one call spent 37 % more CPU a question waiting on each other; 32 clients
-        got 1.58-1.86x the answers/s of no batching this way, 1.34-1.39x that way). Without
-        micro-batching the cores are shared among the query workers, so concurrent questions
-        never oversubscribe them."""
-        if self.threads:
+        """These settings with `threads` resolved for `query_workers` concurrent questions:
+        with micro-batching, one batch at a time on every core; without it, the cores shared
+        among the query workers, so concurrent questions never oversubscribe them."""
+        if self.threads or self.query_batch > 1:
             return self
-        if self.query_batch > 1:
-            on_openvino = runs_on_openvino(self.encoder_backend)
-            return self.model_copy(update={"threads": 1}) if on_openvino else self
         cores = os.cpu_count() or 1
         return self.model_copy(update={"threads": max(1, cores // self.query_workers)})

@@ -145,10 +145,8 @@ def test_server_threads_share_the_cores_among_query_workers() -> None:
     cores = os.cpu_count() or 1
     assert Settings(query_workers=2, query_batch=1).for_server().threads == max(1, cores // 2)
     assert Settings(query_workers=64, query_batch=1).for_server().threads == 1
-    # Micro-batching on OpenVINO: a thread per stream, a batch split across the streams.
-    assert Settings(query_workers=64, encoder_backend="openvino").for_server().threads == 1
-    # elsewhere one batch at a time, on every core
-    assert Settings(query_workers=64, encoder_backend="torch").for_server().threads == 0
+    # Micro-batching: one batch at a time, on every core.
+    assert Settings(query_workers=64).for_server().threads == 0
     assert Settings(threads=3).for_server().threads == 3  # an explicit setting wins
 
 
@@ -223,7 +221,7 @@ def test_a_server_batch_runs_as_parts_of_similar_length_on_every_core(
         return split
 
     monkeypatch.setattr(embeddings.onnx, "_balanced", spy)
-    # the server's encoder under micro-batching: one thread per stream, a stream per core
+    # VERBATIM_THREADS=1 (a server under sustained heavy load): a stream per core
     openvino = Encoder(EncoderConfig(backend="openvino", threads=1, cache_dir=tmp_path))
     questions = [f"Question {n}: " + "what did the alliance decide " * (n % 5) for n in range(12)]
     together = openvino.encode_queries(questions)
