@@ -53,9 +53,9 @@ _LONE_TEXT_STEP = 32
 # buffers per stream held ~300 MB more at the peak), so a run must be long enough to repay
 # compiling it: 0.07 s from OpenVINO's cache, 0.4 s the first time.
 _PARALLEL_MIN_BATCHES = 64
-# A batch run on a graph with several streams (the server's questions) is split into a part per
-# stream that run at once: a part holds at least this many texts (fewer gain too little to pay
-# for the split).
+# A batch run on a graph with several one-thread streams (`threads=1`: VERBATIM_THREADS=1) is
+# split into a part per stream that run at once: a part holds at least this many texts (fewer
+# gain too little to pay for the split).
 _SPLIT_MIN_TEXTS = 4
 
 Runtime = Literal["onnxruntime", "openvino"]

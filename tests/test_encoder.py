@@ -205,7 +205,7 @@ def test_a_long_openvino_run_encodes_several_batches_at_once_in_order(
     assert compiled == ([0, cores] if cores > 1 else [0])
 
 
-def test_a_server_batch_runs_as_parts_of_similar_length_on_every_core(
+def test_with_one_thread_a_batch_runs_as_parts_of_similar_length_on_every_core(
     tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
