@@ -233,6 +233,60 @@ def test_with_one_thread_a_batch_runs_as_parts_of_similar_length_on_every_core(
     assert min(parts[0]) >= max(parts[1])  # the longest texts together, padded only among them
 
 
+def test_a_batch_of_unequal_lengths_runs_as_parts_each_padded_to_its_own_longest(
+    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import embeddings.onnx
+
+    parts: list[list[int]] = []
+    original = embeddings.onnx._similar_lengths
+
+    def spy(lengths: Any, call_cost: int) -> Any:
+        split = original(lengths, call_cost)
+        parts.extend([int(n) for n in lengths[rows]] for rows in split)
+        return split
+
+    monkeypatch.setattr(embeddings.onnx, "_similar_lengths", spy)
+    for backend in ("openvino", "onnx"):  # the server's default runtime, and ONNX Runtime's
+        parts.clear()
+        model = Encoder(EncoderConfig(backend=backend, cache_dir=tmp_path))
+        short = [f"Who signed statement {n}?" for n in range(6)]
+        long = [f"Question {n}: " + "what did the alliance decide about " * 6 for n in range(6)]
+        together = model.encode_queries(long[:3] + short + long[3:])
+        alone = np.vstack([encoder.encode_queries([q]) for q in long[:3] + short + long[3:]])
+        assert ((together * alone).sum(axis=1) > 0.9999).all()  # each its own text's, in order
+        assert len(parts) == 2  # the short questions are not padded to the long ones' length
+        assert sorted(map(len, parts)) == [6, 6] and min(parts[0]) > max(parts[1])
+
+
+def test_parts_of_similar_length_compute_the_fewest_tokens_with_the_call_cost() -> None:
+    from itertools import combinations, pairwise
+
+    from embeddings.onnx import _similar_lengths
+
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        lengths = rng.integers(3, 60, size=int(rng.integers(1, 12)))
+        call_cost = int(rng.integers(0, 80))
+        split = _similar_lengths(lengths, call_cost)
+        assert sorted(np.concatenate(split).tolist()) == list(range(len(lengths)))
+        runs = [sorted(lengths[rows].tolist(), reverse=True) for rows in split]
+        assert all(a[-1] >= b[0] for a, b in pairwise(runs))  # longest first, never interleaved
+        cost = sum(call_cost + len(run) * run[0] for run in runs)
+        # no cut of the longest-first order costs less
+        ordered = sorted(lengths.tolist(), reverse=True)
+        best = min(
+            sum(
+                call_cost + (end - start) * ordered[start]
+                for start, end in zip((0, *cuts), (*cuts, len(ordered)), strict=True)
+            )
+            for parts in range(1, len(ordered) + 1)
+            for cuts in combinations(range(1, len(ordered)), parts - 1)
+        )
+        assert cost == best
+    assert len(_similar_lengths(np.array([12] * 8), 32)) == 1  # equal lengths: one call
+
+
 def test_batch_parts_take_the_longest_texts_together_with_the_least_padding() -> None:
     from itertools import combinations, pairwise
 
