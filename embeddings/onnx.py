@@ -43,10 +43,12 @@ _EXPORT_FORMAT = "eager-attention, fused"
 _FUSABLE = {"bert", "roberta", "xlm-roberta"}
 _TOKENIZE_SLICE = 1024  # texts tokenized at once (all of a large build's at once held GBs)
 # OpenVINO re-plans the graph when a request's input shape differs from its last one (~0.5 ms
-# a call). A lone text (a question) is padded to a multiple of this many tokens, so most
-# questions share one shape: SciFact's queries (21 tokens p50) 2.24 -> 1.77 ms each. Batches
-# are not padded: there the extra tokens would cost more than the re-planning saves.
-_LONE_TEXT_STEP = 32
+# a call). A lone text (a question) is padded to a multiple of this many tokens, so questions
+# share a few shapes. The padding is computed like any token: on bf16 matrix units (AMX) 32
+# paid (SciFact's queries, 21 tokens p50: 2.24 -> 1.77 ms each); in float32 without them the
+# seed questions (9-30 tokens) cost 10.4 core-ms each padded to 32, 7.7 to 16, 7.6 to 8 and
+# 8.2 unpadded (MiniLM; multilingual-e5-small 24.3, 18.9, 18.3, 18.1). Batches are not padded.
+_LONE_TEXT_STEP = 16
 # A build's batches run on OpenVINO one per core at once (a stream each), which keeps two cores
 # busier than one batch on both: 4,685 SciFact texts 7.3 -> 6.7 s, a 1,500-document build 29.2
 # -> 27.7 s. The graph compiled for that is made for each long run and dropped after it (its
