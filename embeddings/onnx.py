@@ -57,8 +57,9 @@ _LONE_TEXT_STEP = 16
 _PARALLEL_MIN_BATCHES = 64
 # A batch of texts of unequal length runs as parts of similar length, one after another, each
 # padded only to its own longest text: padding is computed like any other token, and a call
-# costs about as much as this many tokens more (fitted on float32 cores without AMX: MiniLM 25,
-# multilingual-e5-small 38). 16 seed questions: 480 padded tokens as one call, ~300 in parts.
+# costs about as much as this many tokens more (fitted on float32 cores without AMX: MiniLM ~26,
+# multilingual-e5-small ~43). 16 random seed questions (260 tokens): 447 computed as one call,
+# 311 in 2.2 parts on average.
 _CALL_COST_TOKENS = 32
 # A batch run on a graph with several one-thread streams (`threads=1`: VERBATIM_THREADS=1) is
 # split into a part per stream that run at once: a part holds at least this many texts (fewer

@@ -246,14 +246,16 @@ def test_a_batch_of_unequal_lengths_runs_as_parts_each_padded_to_its_own_longest
         parts.extend([int(n) for n in lengths[rows]] for rows in split)
         return split
 
+    short = [f"Who signed statement {n}?" for n in range(6)]
+    long = [f"Question {n}: " + "what did the alliance decide about " * 6 for n in range(6)]
+    questions = long[:3] + short + long[3:]
+    alone = np.vstack([encoder.encode_queries([q]) for q in questions])
     monkeypatch.setattr(embeddings.onnx, "_similar_lengths", spy)
     for backend in ("openvino", "onnx"):  # the server's default runtime, and ONNX Runtime's
-        parts.clear()
         model = Encoder(EncoderConfig(backend=backend, cache_dir=tmp_path))
-        short = [f"Who signed statement {n}?" for n in range(6)]
-        long = [f"Question {n}: " + "what did the alliance decide about " * 6 for n in range(6)]
-        together = model.encode_queries(long[:3] + short + long[3:])
-        alone = np.vstack([encoder.encode_queries([q]) for q in long[:3] + short + long[3:]])
+        model.load()
+        parts.clear()
+        together = model.encode_queries(questions)
         assert ((together * alone).sum(axis=1) > 0.9999).all()  # each its own text's, in order
         assert len(parts) == 2  # the short questions are not padded to the long ones' length
         assert sorted(map(len, parts)) == [6, 6] and min(parts[0]) > max(parts[1])
