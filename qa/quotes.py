@@ -286,19 +286,24 @@ class QuoteSelector:
         return len(_WORD.findall(sentence)) >= self.settings.min_words
 
     def _distinct(self, ranked: list[_Window], limit: int | None) -> list[ScoredQuote]:
-        """Drop quotes that overlap a better one in the same document or repeat its words."""
+        """Drop quotes that overlap a better one or repeat its words."""
         kept: list[ScoredQuote] = []
+        # Quotes are runs of whole sentences, so two overlap exactly when they share a sentence:
+        # a set lookup per sentence instead of comparing spans with every kept quote.
+        quoted: set[int] = set()
         for window in ranked:
             if limit is not None and len(kept) >= limit:
                 break
-            doc_id = window.candidate.chunk.doc_id
-            start, end = window.chunk.spans[window.first].start, window.chunk.spans[window.last].end
-            if any(k.doc_id == doc_id and k.start < end and start < k.end for k in kept):
+            ids = window.chunk.ids[window.first : window.last + 1].tolist()
+            if not quoted.isdisjoint(ids):
                 continue
             sentences = window.chunk.sentences[window.first : window.last + 1]
             words = frozenset().union(*(s.words for s in sentences))
             if any(_overlap(words, k.words) >= self.settings.duplicate_overlap for k in kept):
                 continue
+            quoted.update(ids)
+            doc_id = window.candidate.chunk.doc_id
+            start, end = window.chunk.spans[window.first].start, window.chunk.spans[window.last].end
             kept.append(
                 ScoredQuote(
                     doc_id=doc_id,

@@ -3,6 +3,7 @@ abstention, diversity and duplicate merging."""
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ def _params() -> list[Any]:
 
 
 def assert_quotes_exact(engine: Verbatim, answer: Answer) -> None:
+    """Each quote is its document's exact text, inside its passage, and no two quotes of the
+    answer share any of that text (chunks overlap, so one sentence sits in two of them)."""
+    spans = sorted((q.doc_id, q.char_start, q.char_end) for q in answer.quotes)
+    for (doc, _, end), (next_doc, next_start, _) in itertools.pairwise(spans):
+        assert doc != next_doc or end <= next_start
     for quote in answer.quotes:
         text = engine.document(quote.doc_id).text
         assert text[quote.char_start : quote.char_end] == quote.text
@@ -172,6 +178,30 @@ def test_near_duplicate_quotes_are_merged(tmp_path: Path, encoder: Encoder) -> N
     answer = engine.ask("What is the cornerstone of peace and stability?", top_k=3)
     texts = [q.text for q in answer.quotes]
     assert sum("cornerstone" in t for t in texts) == 1
+
+
+def test_quotes_of_one_answer_never_repeat_a_sentence(tmp_path: Path, encoder: Encoder) -> None:
+    # Short sentences with no words in common: chunks of three overlap by one sentence, and
+    # windows of one to three sentences overlap without repeating each other's words.
+    sentences = [
+        "Naval patrols guard northern sea lanes.",
+        "Engineers rebuilt three damaged runways.",
+        "Budget talks stalled over housing costs.",
+        "Satellite links connect command posts.",
+        "Medical teams trained nurses for relief.",
+        "Cyber specialists traced network probes.",
+    ]
+    engine = _engine_over(
+        tmp_path,
+        encoder,
+        {"ops.txt": " ".join(sentences)},
+        threshold=-1.0,
+        chunk_size=120,
+        chunk_overlap=40,
+    )
+    answer = engine.ask("How were runways and sea lanes protected?", top_k=5)
+    assert len(answer.quotes) >= 3
+    assert_quotes_exact(engine, answer)
 
 
 _WORDS = st.sampled_from(
