@@ -10,7 +10,10 @@ from an async aiohttp driver (`bench.load`) in this process. Every phase is boun
 2. Micro-batching: 32 clients with it off (`VERBATIM_QUERY_BATCH=1`, 2 workers: the old
    configuration) and on (the default): both servers up at once and loaded in turn, `--rounds`
    rounds of `--seconds` each, so a noisy neighbour slows both alike; the ratio reported is
-   the median of the rounds' ratios.
+   the median of the rounds' ratios. Then its ceiling: in this process, the CPU time of reading
+   the questions (`Verbatim.read_questions`: both encoders) one at a time against in batches of
+   the served mean batch size (from the server's /metrics), in alternating rounds. Batching
+   saves only reading, so the served ratio cannot pass this one.
 3. Reliability: `--clients` clients for `--reliability-seconds` while `verbatim index` re-indexes
    a corpus whose documents flip between two versions, again and again. Every answer must be
    the answer to its own question from the index version it names (expected answers come from
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -39,7 +43,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.load import LoadRun, drive, quote_key
+from bench.load import LoadRun, drive, metric_samples, quote_key
 from bench.server import served
 from corpus.loader import default_corpus_dir
 from qa.engine import Verbatim
@@ -75,6 +79,7 @@ def main() -> None:
             _wait_ready(url)
             levels = [_load(url, clients, args.seconds) for clients in (1, 8, 32)]
         batching = _batching(env, args.rounds, args.seconds)
+        batching["reading"] = _reading(engine, round(batching["mean_batch"]), args.rounds)
         reliability = _reliability(Path(scratch), corpus, args.clients, args.reliability_seconds)
 
     results = {
@@ -117,6 +122,7 @@ def _batching(env: dict[str, str], rounds: int, seconds: float) -> dict[str, Any
         for _ in range(rounds):
             for name, url in urls.items():
                 runs[name].append(_load(url, 32, seconds))
+        scraped = metric_samples(httpx.get(f"{urls['on']}/metrics").text)
     ratios = [
         on["answers_per_s"] / off["answers_per_s"]
         for off, on in zip(runs["off"], runs["on"], strict=True)
@@ -125,7 +131,38 @@ def _batching(env: dict[str, str], rounds: int, seconds: float) -> dict[str, Any
         **{name: _median_run(each) for name, each in runs.items()},
         "round_ratios": [round(r, 2) for r in ratios],
         "throughput_ratio": round(statistics.median(ratios), 2),
+        "mean_batch": round(
+            scraped["verbatim_batched_questions_total"]
+            / max(1.0, scraped["verbatim_question_batches_total"]),
+            1,
+        ),
     }
+
+
+def _reading(engine: Verbatim, batch: int, rounds: int) -> dict[str, Any]:
+    """CPU time a question costs to read alone and in batches of `batch`, in turns."""
+    shuffled = random.Random(0)
+    alone: list[float] = []
+    together: list[float] = []
+    for questions in [QUESTIONS] + [QUESTIONS * 2] * rounds:  # the first round warms up
+        order = shuffled.sample(questions, len(questions))
+        alone.append(_core_ms_per_question(engine, order, 1))
+        together.append(_core_ms_per_question(engine, order, batch))
+    ratios = [a / t for a, t in zip(alone[1:], together[1:], strict=True)]
+    return {
+        "batch": batch,
+        "alone_core_ms": round(statistics.median(alone[1:]), 2),
+        "batched_core_ms": round(statistics.median(together[1:]), 2),
+        "round_ratios": [round(r, 2) for r in ratios],
+        "ratio": round(statistics.median(ratios), 2),
+    }
+
+
+def _core_ms_per_question(engine: Verbatim, questions: list[str], batch: int) -> float:
+    started = time.process_time()  # every thread of this process: the encoders' too
+    for first in range(0, len(questions), batch):
+        engine.read_questions(questions[first : first + batch])
+    return (time.process_time() - started) * 1000 / len(questions)
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -233,10 +270,8 @@ def _wrong_answers(run: LoadRun, expected: dict[str, dict[str, Any]]) -> int:
 
 
 def _rss(url: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("process_resident_memory_bytes "):
-            return round(float(line.split()[1]) / 2**20, 1)
-    raise RuntimeError("the server's /metrics has no process_resident_memory_bytes")
+    scraped = metric_samples(httpx.get(f"{url}/metrics").text)
+    return round(scraped["process_resident_memory_bytes"] / 2**20, 1)
 
 
 def _print(results: dict[str, Any]) -> None:
@@ -260,9 +295,13 @@ def _print(results: dict[str, Any]) -> None:
         )
     console.print(table)
     reliability = results["reliability"]
+    batching, reading = results["batching"], results["batching"]["reading"]
     console.print(
-        f"micro-batching: {results['batching']['throughput_ratio']}x answers/s at 32 clients "
-        f"(median of the rounds' ratios {results['batching']['round_ratios']}); "
+        f"micro-batching: {batching['throughput_ratio']}x answers/s at 32 clients "
+        f"(median of the rounds' ratios {batching['round_ratios']}, mean batch "
+        f"{batching['mean_batch']}); its ceiling, reading alone: {reading['ratio']}x "
+        f"({reading['alone_core_ms']} core-ms a question alone, {reading['batched_core_ms']} in "
+        f"batches of {reading['batch']}; rounds {reading['round_ratios']}); "
         f"reliability: {reliability['reindexes']} re-indexes, "
         f"{reliability['wrong_or_mixed_answers']} wrong or mixed answers, answers by version "
         f"{reliability['answers_by_version']}, RSS {reliability['rss_mb_before']} → "

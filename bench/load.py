@@ -113,3 +113,13 @@ def quote_key(body: dict[str, Any]) -> tuple[str, tuple[tuple[str, int, int], ..
     return body["status"], tuple(
         (q["doc_id"], q["char_start"], q["char_end"]) for q in body["quotes"]
     )
+
+
+def metric_samples(exposition: str) -> dict[str, float]:
+    """The unlabelled samples of a server's /metrics (Prometheus text), by name."""
+    samples = {}
+    for line in exposition.splitlines():
+        name, _, value = line.partition(" ")
+        if line and not line.startswith("#") and "{" not in name:
+            samples[name] = float(value)
+    return samples

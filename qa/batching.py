@@ -45,7 +45,8 @@ class QuestionBatcher:
         self._read = read
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
-        self.batched = 0  # questions answered by the answering thread
+        self.batches = 0  # batches answered by the answering thread
+        self.batched = 0  # questions in them
         self._in_flight = 0
         self._lock = threading.Lock()
         self._waiting: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
@@ -125,6 +126,7 @@ class QuestionBatcher:
     def _answer_batches(self, handoff: _Handoff) -> None:
         while (read := handoff.get()) is not None:
             batch, queries = read
+            self.batches += 1
             self.batched += len(batch)
             for waiting, query in zip(batch, queries, strict=True):
                 try:  # one question's error is its own caller's

@@ -84,7 +84,7 @@ class Verbatim:
         self._index: Index | None = None
         self._lock = threading.Lock()
         self.batcher = QuestionBatcher(
-            self._queries, self.settings.query_batch, self.settings.query_batch_wait_ms
+            self.read_questions, self.settings.query_batch, self.settings.query_batch_wait_ms
         )
 
     # ------------------------------------------------------------ indexing
@@ -289,7 +289,7 @@ class Verbatim:
             raise ValueError("the question is empty")
         return _Request(started, self.index, top_k, filters, mode, explain)
 
-    def _queries(self, questions: Sequence[str]) -> list[Query]:
+    def read_questions(self, questions: Sequence[str]) -> list[Query]:
         """The questions as retrieval reads them, each encoder called once for all of them: the
         index's for every question, the cross-lingual reader's for those the index's encoder
         cannot read."""

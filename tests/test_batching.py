@@ -89,7 +89,7 @@ def test_questions_arriving_together_are_read_once_and_each_gets_its_own_answer(
         answers = [future.result(30) for future in (first, second, *rest)]
 
     assert held.sizes == [1, 1, len(QUESTIONS) - 2]  # 14 questions in one encoder call
-    assert engine.batcher.batched == len(QUESTIONS) - 1
+    assert (engine.batcher.batches, engine.batcher.batched) == (2, len(QUESTIONS) - 1)
     for question, answer in zip(QUESTIONS, answers, strict=True):
         alone = expected[question]
         assert answer.question == question  # nobody gets another caller's answer
@@ -146,6 +146,7 @@ def test_errors_fail_only_their_own_callers_and_the_batcher_keeps_serving() -> N
     assert isinstance(results[1], ValueError)
     # each round's second question and its batch, less the question that could not be read
     assert batcher.batched == (1 + 1) + (1 + 3)
+    assert batcher.batches == 2 + 2
 
 
 def test_only_overlapping_questions_go_through_the_batcher(

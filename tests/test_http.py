@@ -59,6 +59,7 @@ def test_health_ready_and_metrics(server: LiveServer) -> None:
     assert "verbatim_request_seconds_bucket" in metrics
     assert 'verbatim_answers_total{status="answered"}' in metrics
     assert "verbatim_index_documents 2.0" in metrics
+    assert "verbatim_batched_questions_total 0.0" in metrics  # a lone question: not batched
 
 
 @pytest.mark.parametrize(

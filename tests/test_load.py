@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.load import drive, quote_key
+from bench.load import drive, metric_samples, quote_key
 from bots.http import create_app
 from embeddings.encoder import Encoder
 from qa.engine import Verbatim
@@ -68,6 +68,7 @@ def test_fifty_clients_during_a_reindex_each_get_their_own_answer(
         run = asyncio.run(load())
         assert reindex.returncode == 0
         after = engine.index.version
+        scraped = metric_samples(httpx.get(f"{live.url}/metrics").text)
         expected[after] = _expected(engine, questions)
 
     assert after != before
@@ -80,6 +81,9 @@ def test_fifty_clients_during_a_reindex_each_get_their_own_answer(
         assert version in expected, version
         assert quote_key(reply.body) == expected[version][reply.question], reply.question
     assert "about 80,000" in engine.ask(TROOPS).quotes[0].text
+    # 50 clients at once: their questions were read in batches, and /metrics shows it
+    batches = scraped["verbatim_question_batches_total"]
+    assert scraped["verbatim_batched_questions_total"] > batches > 0
 
 
 def test_overload_is_shed_with_503_and_retry_after(

@@ -52,7 +52,7 @@ def test_bm25_finds_an_exact_identifier(
 
 def test_sentence_recall_adds_the_chunks_of_the_nearest_sentences(seed_engine: Verbatim) -> None:
     index = seed_engine.index
-    (query,) = seed_engine._queries([TROOPS])
+    (query,) = seed_engine.read_questions([TROOPS])
     _, nearest = index.sentence_store.search(query.vector.reshape(1, -1), 5, None, None)
     holding = {index.chunk_of_sentence[int(s)].chunk_id for s in nearest[0]}
     alone = DenseRetriever(index).retrieve(query, 1)

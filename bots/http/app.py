@@ -69,7 +69,7 @@ def create_app(
     settings = settings or Settings()
     engine = engine or Verbatim(settings.for_server())
     slack = slack if slack is not None else SlackSettings()
-    metrics = Metrics()
+    metrics = Metrics(engine.batcher)
     ready = threading.Event()
     startup_error: list[str] = []
     workers: list[anyio.CapacityLimiter] = []

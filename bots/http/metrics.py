@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,16 +12,20 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
+from qa.batching import QuestionBatcher
 from qa.index import Index
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, batcher: QuestionBatcher) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU, fds
+        self.registry.register(_BatchingCollector(batcher))
         self.requests = Counter(
             "verbatim_requests",
             "HTTP requests",
@@ -59,3 +65,23 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _BatchingCollector(Collector):
+    """Micro-batching's counts, read from the batcher when scraped: batched questions divided
+    by batches is the mean batch under load (questions answered alone count in neither)."""
+
+    def __init__(self, batcher: QuestionBatcher) -> None:
+        self.batcher = batcher
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "verbatim_question_batches",
+            "Batches of questions read together",
+            value=self.batcher.batches,
+        )
+        yield CounterMetricFamily(
+            "verbatim_batched_questions",
+            "Questions read in those batches",
+            value=self.batcher.batched,
+        )
