@@ -29,9 +29,10 @@ from qa.index import Index, sentence_vector_id
 from qa.retriever import Candidate, Query
 
 _WORD = re.compile(r"\w+")
-# Questions that ask for an amount: a quote that states no number cannot answer them.
+# Questions that ask for an amount: a quote that states no number cannot answer them. ("How
+# long" is left out: "since 1996" answers it, and a date is not an amount.)
 _ASKS_AMOUNT = re.compile(
-    r"\bhow (many|much|big|large|long|far|often)\b|\bwhat (percentage|proportion|share)\b"
+    r"\bhow (many|much|big|large|far|often)\b|\bwhat (percentage|proportion|share)\b"
     r"|\bnumber of\b|どのくらい|どれくらい|どれほど|どれだけ|いくつ|いくら"
     r"|何(人|パーセント|%|％|割|個|隻|機|台|件|回|万|億|倍|キロ|トン|円|ドル)",
     re.IGNORECASE,
@@ -39,6 +40,20 @@ _ASKS_AMOUNT = re.compile(
 # Years a question names ("in 2020", "2020年"): a document that mentions none of them, in its
 # text or its date, cannot answer it.
 _YEAR = re.compile(r"(?<![\d.,])(1[6-9]\d\d|20\d\d)(?!\d)")
+# Dates, years and names with digits in them ("July 1, 2014", "April 1996", "2014年7月1日",
+# "1996", "the 2+2 meeting", "G7", "F-35"): they date or name things; they count nothing.
+_MONTH = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
+    r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.?"
+)
+_NOT_AN_AMOUNT = re.compile(
+    rf"\b{_MONTH}\s+\d{{1,2}}(?!\d)(?:st|nd|rd|th)?(?:,\s*\d{{4}})?"
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}(?:,?\s*\d{{4}})?"
+    rf"|\b{_MONTH},?\s+\d{{4}}"
+    r"|\d{4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日"
+    r"|(?<![\d.,])(?:1[6-9]\d\d|20\d\d)(?![\d,])"
+    r"|\b\d+(?:\+\d+)+\b|\b[A-Za-z]+-?\d+\b"
+)
 _LIST_MARKER = re.compile(r"^\s*(\(?\d{1,2}[.)]|\([ivx]+\))\s*", re.IGNORECASE)
 # "the two governments", "these three principles": known things named, not an amount stated;
 # the group is what they count.
@@ -101,8 +116,8 @@ class _Sentence:
     quotable: bool
     keywords: frozenset[str]  # BM25 tokens
     words: frozenset[str]  # lower-cased words
-    # A numeral or number word, not counting a leading "(4)" or "(ii)" nor a definite
-    # reference ("the two governments": it names known things, it does not count them)
+    # A numeral or number word, not counting a leading "(4)" or "(ii)", a date or a year, nor a
+    # definite reference ("the two governments": it names known things, it does not count them)
     states_number: bool
     counted: frozenset[str]  # keywords of what definite references count ("govern")
 
@@ -236,7 +251,9 @@ class QuoteSelector:
                 quotable=self._quotable(text, span),
                 keywords=frozenset(self.tokenizer.tokenize(sentence)),
                 words=frozenset(_WORD.findall(sentence.lower())),
-                states_number=bool(_NUMBER.search(_DEFINITE_COUNT.sub(" ", unlisted))),
+                states_number=bool(
+                    _NUMBER.search(_DEFINITE_COUNT.sub(" ", _NOT_AN_AMOUNT.sub(" ", unlisted)))
+                ),
                 counted=frozenset(
                     self.tokenizer.tokenize(" ".join(_DEFINITE_COUNT.findall(unlisted)))
                 ),

@@ -97,6 +97,24 @@ def test_a_question_asking_for_an_amount_needs_a_quote_that_states_one(
     assert counted.status == "answered" and "100,000" in counted.quotes[0].text
 
 
+def test_dates_years_and_numbered_names_are_not_amounts(
+    seed_engine: Verbatim, tmp_path: Path, encoder: Encoder
+) -> None:
+    # "July 1, 2014" and "2+2" are in the sentence, but it counts no troops: the 100,000 sentence
+    # is the one quoted, answered or flagged as the closest match, never the dated one.
+    troops = seed_engine.ask("How many U.S. troops are in the region?")
+    assert "100,000" in troops.quotes[0].text
+    laws = (
+        "On July 1, 2014, at the 2+2 meeting, the cabinet decided to develop security laws.\n\n"
+        "In all, eleven security laws are to be developed.\n"
+    )
+    engine = _engine_over(tmp_path, encoder, {"cabinet.md": laws})
+    counted = engine.ask("How many security laws did the cabinet decide to develop?")
+    assert counted.quotes[0].text.startswith("In all, eleven")
+    dated = engine.ask("When did the cabinet decide to develop security laws?")
+    assert dated.quotes[0].text.startswith("On July 1, 2014")
+
+
 def test_a_definite_reference_counts_only_what_it_names(
     seed_engine: Verbatim, tmp_path: Path, encoder: Encoder
 ) -> None:
