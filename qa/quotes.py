@@ -51,7 +51,7 @@ _NOT_AN_AMOUNT = re.compile(
     rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}(?:,?\s*\d{{4}})?"
     rf"|\b{_MONTH},?\s+\d{{4}}"
     r"|\d{4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日"
-    r"|(?<![\d.,])(?:1[6-9]\d\d|20\d\d)(?![\d,])"
+    rf"|{_YEAR.pattern}"
     r"|\b\d+(?:\+\d+)+\b|\b[A-Za-z]+-?\d+\b"
 )
 _LIST_MARKER = re.compile(r"^\s*(\(?\d{1,2}[.)]|\([ivx]+\))\s*", re.IGNORECASE)
