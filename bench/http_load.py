@@ -79,7 +79,8 @@ def main() -> None:
             _wait_ready(url)
             levels = [_load(url, clients, args.seconds) for clients in (1, 8, 32)]
         batching = _batching(env, args.rounds, args.seconds)
-        batching["reading"] = _reading(engine, round(batching["mean_batch"]), args.rounds)
+        batch = max(2, round(batching["mean_batch"]))  # 0 if no question ever had company
+        batching["reading"] = _reading(engine, batch, args.rounds)
         reliability = _reliability(Path(scratch), corpus, args.clients, args.reliability_seconds)
 
     results = {
