@@ -8,7 +8,9 @@ sudachi 0.619, bigrams 0.599; see docs/benchmarks.md. Mixed text is split into r
 Japanese and other characters, each tokenised by its own rule.
 
 Numbers and identifiers stay exact tokens: "100,000", "1978", "2+2", "F-35" are never
-stemmed or split, so a question naming them matches only them.
+stemmed or split, so a question naming them matches only them. Hyphenated words without digits
+are split into their words ("Japan-U.S." into "japan", "u.s"), so "Japan" finds "Japan-U.S.
+Alliance": on SciFact, BM25 nDCG@10 0.643 -> 0.663 (significant; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class TokenizerSettings:
     japanese: JapaneseAnalyzer = "fugashi"
     stem: bool = True
     stop_words: bool = True
+    split_hyphens: bool = True  # "Asia-Pacific" -> "asia", "pacif"; "F-35" stays whole
 
 
 class KeywordTokenizer:
@@ -64,6 +67,10 @@ class KeywordTokenizer:
 
     def _latin(self, text: str) -> list[str]:
         words = [w.lower() for w in _WORD.findall(text)]
+        if self.settings.split_hyphens:
+            words = [
+                part for w in words for part in ([w] if _HAS_DIGIT.search(w) else w.split("-"))
+            ]
         words = [w for w in words if w not in self._stop]
         if self._stemmer is None:
             return words

@@ -21,6 +21,15 @@ def test_numbers_and_identifiers_stay_whole(exact: str) -> None:
     assert "articl" in tokens and "v" in tokens
 
 
+def test_hyphenated_words_are_split_unless_they_hold_digits() -> None:
+    text = "The Japan-U.S. Alliance in the Asia-Pacific flies the F-35."
+    tokens = KeywordTokenizer().tokenize(text)
+    assert {"japan", "u.s", "allianc", "asia", "pacif", "f-35"} <= set(tokens)
+    assert "japan-u.s" not in tokens
+    whole = KeywordTokenizer(TokenizerSettings(split_hyphens=False)).tokenize(text)
+    assert {"japan-u.s", "asia-pacific", "f-35"} <= set(whole)
+
+
 def test_question_and_document_tokens_meet() -> None:
     tokenizer = KeywordTokenizer()
     question = set(tokenizer.tokenize("Which guidelines would be reviewed?"))
