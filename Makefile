@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 QUESTION ?= How many U.S. military personnel are forward deployed in the region?
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint browser eval-gate bench bench-eval bench-peers bench-scale clean
+.PHONY: install run test lint browser eval-gate bench bench-eval bench-quotes bench-peers bench-scale \
+	train-ranker train-cross-encoder clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +38,32 @@ browser:
 FLOORS := --min ndcg@10=0.96 --min hit@1=0.82 --min hit@3=0.84 --min passage_hit@3=0.89 \
 	--min abstention_recall=0.99 --min abstention_precision=0.93
 
+# And on fixed slices of the evaluation part of the public QA sets the quote ranker was not
+# trained on (article-disjoint): a few hundred questions, about a minute.
+SHARED_EVAL ?= ../shared/eval
+QA_TRAIN := $(SHARED_EVAL)/qa-train
+SQUAD_SLICE := --articles 8 --withheld 2 --questions 200 --unanswerable 50
+JAQUAD_SLICE := --articles 6 --withheld 2 --questions 100 --unanswerable 25
+SQUAD_FLOORS := --min ranked_hit@1=0.80 --min hit@1=0.78 --min abstention_precision=0.80 \
+	--min abstention_recall=0.50
+JAQUAD_FLOORS := --min ranked_hit@1=0.85 --min hit@1=0.80
+
 eval-gate: install
 	VERBATIM_HOME=.verbatim/eval-gate $(BIN)/verbatim eval eval/seed_questions.jsonl $(FLOORS)
+	@if [ -f $(QA_TRAIN)/squad-v1.1-train.json.gz ]; then \
+	  VERBATIM_HOME=.verbatim/eval-gate $(BIN)/verbatim eval $(QA_TRAIN)/squad-v1.1-train.json.gz \
+	    $(SQUAD_SLICE) $(SQUAD_FLOORS) && \
+	  VERBATIM_HOME=.verbatim/eval-gate $(BIN)/verbatim eval $(QA_TRAIN)/jaquad-train.json.gz \
+	    $(JAQUAD_SLICE) $(JAQUAD_FLOORS); \
+	else echo "skipping the public QA slices: $(QA_TRAIN) is absent"; fi
+
+# The quote ranker (qa/models/quote_ranker.json) rebuilt from the public training parts, and
+# the optional cross-encoder (about an hour on two cores; written to $VERBATIM_HOME/models).
+train-ranker: install
+	$(BIN)/python -m qa.training
+
+train-cross-encoder: install
+	$(BIN)/python -m qa.training --cross-encoder
 
 test: lint browser
 	$(BIN)/pytest -q
@@ -50,7 +75,6 @@ bench: install
 	$(BIN)/python -m bench.backends
 
 # Public benchmarks (long: each builds its own index). Results in bench/results/eval-*.
-SHARED_EVAL ?= ../shared/eval
 bench-eval: install
 	@for set in scifact jaquad-mteb-validation; do \
 	  if [ -d $(SHARED_EVAL)/$$set ]; then \
@@ -68,6 +92,20 @@ bench-eval: install
 	    --run e5-hybrid:model=multilingual-e5-small,mode=hybrid,reranker=none \
 	    --run e5-hybrid+rerank:model=multilingual-e5-small,mode=hybrid,reranker=sentences \
 	    --out bench/results/eval-jaquad-e5; fi
+
+# Quote scorers on the evaluation part of SQuAD v1.1 and JaQuAD train (offline comparison on
+# the same candidate quotes, then the whole pipeline, learned against hand) and our set.
+EVAL_SLICE := --articles 40 --withheld 10 --questions 1000 --unanswerable 250
+bench-quotes: install
+	@if [ -d $(QA_TRAIN) ]; then \
+	  $(BIN)/python -m bench.quote_ranker && \
+	  for set in squad-v1.1-train jaquad-train; do \
+	    $(BIN)/verbatim eval $(QA_TRAIN)/$$set.json.gz $(EVAL_SLICE) --run learned \
+	      --run hand:quote_scorer=hand --out bench/results/eval-quotes-$$set; \
+	  done; \
+	else echo "skipping: $(QA_TRAIN) is absent"; fi
+	$(BIN)/verbatim eval eval/seed_questions.jsonl --run learned --run hand:quote_scorer=hand \
+	  --out bench/results/eval-quotes-seed
 
 # LangChain and txtai run in their own venv so the product never depends on them.
 PEERS := .venv-peers

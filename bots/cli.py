@@ -23,9 +23,11 @@ from embeddings.encoder import ModelLoadError
 from embeddings.store import VectorStoreUnavailable
 from qa.answer import Answer, Explanation
 from qa.engine import DocumentNotFoundError, Verbatim
+from qa.evaluation.docqa import DocQASlice
 from qa.filters import Filters
 from qa.index import BuildProgress, BuildReport, VerbatimIndexError
 from qa.logs import configure_logging
+from qa.quote_scorer import QuoteModelError
 from qa.retriever import Mode
 from qa.settings import Settings
 
@@ -62,6 +64,13 @@ def _shard(value: str) -> tuple[int, int]:
     if not (number.isdigit() and total.isdigit() and 1 <= int(number) <= int(total)):
         _fail(f"--shard takes I/N with 1 ≤ I ≤ N, e.g. --shard 2/4; got {value!r}", code=2)
     return int(number), int(total)
+
+
+def _engine(settings: Settings) -> Verbatim:
+    try:
+        return Verbatim(settings)
+    except QuoteModelError as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -121,7 +130,7 @@ def index(
     """Index documents (.txt .md .html .pdf .docx). Re-runs only embed what changed; the index
     then mirrors exactly the PATHs given (files no longer there are removed)."""
     settings = _settings(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    engine = Verbatim(settings)
+    engine = _engine(settings)
     if shard is not None:
         number, total = _shard(shard)
         staged = _run(lambda progress: engine.prepare_shard(paths, number, total, progress))
@@ -187,7 +196,7 @@ def ask(
         _fail("the question is empty", code=2)
     settings = _settings(top_k=top_k, threshold=threshold)
     filters = Filters(doc_ids=doc, source=source, lang=lang, date_from=since, date_to=until)
-    engine = Verbatim(settings)
+    engine = _engine(settings)
     built = _run(engine.ensure_index)
     if built is not None:
         err.print("[dim]no index yet: indexed the packaged seed documents[/dim]")
@@ -205,7 +214,7 @@ def documents(
     ] = False,
 ) -> None:
     """List the indexed documents."""
-    engine = Verbatim(_settings())
+    engine = _engine(_settings())
     docs = _run(lambda _: engine.documents())
     if as_json:
         rows = [
@@ -222,7 +231,13 @@ def documents(
 
 @app.command("eval")
 def evaluate_command(
-    source: Annotated[Path, typer.Argument(help="A question set (.jsonl/.yaml) or a BEIR folder.")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A question set (.jsonl/.yaml), a BEIR folder, or an extractive QA set in"
+            " SQuAD's layout (.json or .json.gz: its articles become the documents)."
+        ),
+    ],
     corpus: Annotated[
         list[Path] | None,
         typer.Option(help="Documents a question set is about (default: the seed documents)."),
@@ -262,9 +277,32 @@ def evaluate_command(
     max_false_abstention: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="False-abstention bound for --calibrate.")
     ] = 0.05,
+    part: Annotated[
+        str,
+        typer.Option(
+            help="Extractive QA sets: the article-disjoint part, eval (reported) or train"
+            " (what the quote ranker learns from)."
+        ),
+    ] = "eval",
+    articles: Annotated[
+        int, typer.Option(min=1, help="Extractive QA sets: articles indexed.")
+    ] = DocQASlice.articles,
+    withheld: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Extractive QA sets: articles left out; their questions are unanswerable."
+        ),
+    ] = DocQASlice.withheld,
+    questions: Annotated[
+        int, typer.Option(min=1, help="Extractive QA sets: answerable questions sampled.")
+    ] = DocQASlice.questions,
+    unanswerable: Annotated[
+        int, typer.Option(min=0, help="Extractive QA sets: unanswerable questions sampled.")
+    ] = DocQASlice.unanswerable,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
 ) -> None:
-    """Measure retrieval and answer quality on a question set or a BEIR benchmark folder."""
+    """Measure retrieval and answer quality on a question set, a BEIR benchmark folder or an
+    extractive QA set recast as document QA."""
     from qa.evaluation.evaluate import Progress as EvalProgress
     from qa.evaluation.evaluate import evaluate, failed_floors, parse_floor, parse_run
     from qa.evaluation.questions import QuestionSetError
@@ -279,8 +317,17 @@ def evaluate_command(
             else [RunConfig(m, mode=m) for m in mode or [settings.mode]]
         )
         wanted = [parse_floor(f) for f in floors or []]
+        if part not in ("eval", "train"):
+            raise ValueError(f"--part must be eval or train, not {part!r}")
     except ValueError as exc:
         _fail(str(exc), code=2)
+    docqa = DocQASlice(
+        part="eval" if part == "eval" else "train",
+        articles=articles,
+        withheld=withheld,
+        questions=questions,
+        unanswerable=unanswerable,
+    )
     try:
         with _progress_bar() as bar:
             tasks: list[Any] = []
@@ -297,6 +344,7 @@ def evaluate_command(
                 EvalProgress(start, lambda: bar.advance(tasks[-1])),
                 calibrate_for=max_false_abstention if calibrate else None,
                 lang=lang,
+                docqa=docqa,
             )
     except (
         QuestionSetError,
@@ -373,7 +421,7 @@ def slack() -> None:
     credentials = SlackSettings()
     if not (credentials.bot_token and credentials.app_token):
         _fail("Socket Mode needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_APP_TOKEN (xapp-…)", code=2)
-    engine = Verbatim(settings)
+    engine = _engine(settings)
     _run(engine.prepare)  # every model loaded before the first event, as `serve` does
     try:
         adapter = SlackAdapter(
@@ -405,6 +453,8 @@ def serve(
         configure_logging("INFO")  # a server keeps its access log
     try:
         web_app = create_app(settings)
+    except QuoteModelError as exc:
+        _fail(str(exc))
     except (BoltError, SlackClientError, OSError) as exc:  # Slack set up but not reachable
         _fail(f"Slack: {exc}; check SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and SLACK_API_BASE_URL")
     err.print(f"serving on http://{settings.host}:{settings.port}/ (ready when /readyz says so)")

@@ -265,6 +265,11 @@ def _model_cache(config: EncoderConfig) -> Path:
     return config.cache_dir or Path(tempfile.gettempdir()) / "verbatim-onnx"
 
 
+def model_location(config: EncoderConfig) -> str:
+    """Where the configured model is read from: a packaged model's folder, else its name."""
+    return _resolve(config)
+
+
 def _resolve(config: EncoderConfig) -> str:
     """A packaged model's folder on disk; any other name or path as the user gave it."""
     model = config.model

@@ -11,6 +11,9 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from corpus.loader import default_corpus_dir
 from corpus.metadata import detect_language
 from corpus.models import Document
@@ -31,7 +34,8 @@ from qa.index import (
     load_index,
 )
 from qa.logs import get_logger
-from qa.quotes import QuoteSelector, ScoredQuote, diverse
+from qa.quote_scorer import QuoteScorer, make_quote_scorer
+from qa.quotes import QuoteSelector, QuoteWindow, ScoredQuote, diverse
 from qa.rerank import Reranker, make_reranker
 from qa.retriever import Candidate, Mode, Query, Selection, make_retriever
 from qa.settings import Settings
@@ -76,6 +80,12 @@ class Verbatim:
         self.encoder = encoder or Encoder(self.settings.encoder)
         set_search_threads(1)  # one question per search: OpenMP threads only add overhead
         self.tokenizer = KeywordTokenizer(self.settings.tokenizer)
+        self.quote_scorer: QuoteScorer = make_quote_scorer(
+            self.settings.quote_scorer,
+            self.settings.quote_model,
+            self.settings.quote_keyword_weight,
+            self.settings.resolved_models_dir,
+        )
         self._reranker: Reranker | None = None
         self._reranker_ready = False
         self._reader: CrossLingualReader | None = None
@@ -208,10 +218,9 @@ class Verbatim:
         )
         # Enough distinct quotes for `diverse` to spread top_k over documents; comparing every
         # quote with every kept one was the largest cost of an answer after the encoder.
-        ranked = QuoteSelector(index, self.tokenizer, self.settings.quotes).rank(
-            query, candidates, limit=max(5 * top_k, 25)
-        )
-        threshold = self.settings.answer_threshold(query.model_id)
+        selector = QuoteSelector(index, self.tokenizer, self.quote_scorer)
+        ranked = selector.rank(query, candidates, limit=max(5 * top_k, 25))
+        threshold = self.answer_threshold(query.model_id, selector.cross_lingual(query, candidates))
         answering = [q for q in ranked if q.score >= threshold]
         if answering:
             chosen, status, closest = diverse(answering, top_k), "answered", False
@@ -233,6 +242,28 @@ class Verbatim:
             index_version=index.version,
             took_ms=round((time.perf_counter() - request.started) * 1000, 2),
         )
+
+    def quote_features(
+        self, question: str
+    ) -> tuple[Query, list[QuoteWindow], npt.NDArray[np.float32]]:
+        """Every possible quote `ask` would weigh for `question`, with its features (columns as
+        `qa.quote_scorer.FEATURES`) and the question as read: what the quote ranker learns from."""
+        index = self.index
+        query = self.read_questions([question])[0]
+        query, candidates = self._candidates(
+            index, query, self.settings.candidates, None, self.settings.mode
+        )
+        windows, features = QuoteSelector(index, self.tokenizer, self.quote_scorer).features(
+            query, candidates
+        )
+        return query, windows, features
+
+    def answer_threshold(self, model_id: str, cross_lingual: bool = False) -> float:
+        """The score a best quote must reach, for quotes scored with `model_id`'s vectors (of
+        documents in another language than the question's, when `cross_lingual`)."""
+        if self.settings.threshold is not None:
+            return self.settings.threshold
+        return self.quote_scorer.threshold(model_id, cross_lingual)
 
     def search(
         self,
@@ -294,7 +325,8 @@ class Verbatim:
         index's for every question, the cross-lingual reader's for those the index's encoder
         cannot read."""
         vectors = self.encoder.encode_queries(questions)
-        understood = [self._understood(detect_language(q)) for q in questions]
+        langs = [detect_language(q) for q in questions]
+        understood = [self._understood(lang) for lang in langs]
         unread = [q for q, known in zip(questions, understood, strict=True) if not known]
         reader = self.cross_lingual_reader if unread else None
         read = (
@@ -306,10 +338,13 @@ class Verbatim:
                 vector=vector,
                 tokens=self.tokenizer.tokenize(question),
                 semantic=known,
+                lang=lang,
                 model_id=self.encoder.model_id,
                 read_vector=read.get(question),
             )
-            for question, vector, known in zip(questions, vectors, understood, strict=True)
+            for question, vector, known, lang in zip(
+                questions, vectors, understood, langs, strict=True
+            )
         ]
 
     def _understood(self, lang: str) -> bool:

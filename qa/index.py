@@ -100,14 +100,12 @@ class Index:
     # What later stages derive from a sentence once per loaded index (quote selection's word
     # sets), by sentence vector id: computed on first use, never per question.
     sentence_memo: dict[int, Any] = field(init=False, repr=False)
-    document_memo: dict[str, Any] = field(init=False, repr=False)  # the same, by document id
     chunk_memo: dict[Any, Any] = field(init=False, repr=False)  # ... by chunk (and quote length)
 
     def __post_init__(self) -> None:
         self.chunks_by_vector_id = {}
         self.chunk_of_sentence = {}
         self.sentence_memo = {}
-        self.document_memo = {}
         self.chunk_memo = {}
         for doc_id, entry in self.entries.items():
             for chunk in entry.chunks:

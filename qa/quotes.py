@@ -1,21 +1,20 @@
 """Quote selection: within the best chunks, the sentence (or few adjacent sentences) that
 answers the question, as an exact span of the document.
 
-Every run of one to three adjacent sentences of one paragraph is a possible quote, scored by
-the similarity of the question to the sum of its sentence vectors (a neighbour joins the quote
-only when it makes the quote match better), mixed with the share of the question's keywords,
-weighted by BM25's IDF, that the quote contains: the sentence that names "the October 8, 2014,
-Interim Report" beats one that is merely about the same subject. A quote is always one
-contiguous span of the document, never two places stitched together. Quotes scored with the
-cross-lingual reader's vectors are single sentences (`read_max_sentences`). `chunk_weight` mixes in
-the chunk's own cosine (0 by default: on the seed question set it only narrowed the gap between
-answerable and unanswerable questions).
+Every run of one to three adjacent sentences of one paragraph is a possible quote. Each is
+described by the features of `qa.quote_scorer.FEATURES` (its similarity to the question, the
+share of the question's IDF-weighted keywords it holds, the passage it sits in, whether it
+states what the question asks for...) and scored by a `QuoteScorer`: by default a model learned
+from public QA sets. A quote is always one contiguous span of the document, never two places
+stitched together. Quotes scored with the cross-lingual reader's vectors are single sentences
+(`read_max_sentences`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,53 +25,49 @@ from corpus.models import Chunk, Span
 from corpus.normalize import CJK_CHAR
 from corpus.tokenize import KeywordTokenizer
 from qa.index import Index, sentence_vector_id
+from qa.quote_scorer import FEATURES, QuoteCandidates, QuoteScorer
 from qa.retriever import Candidate, Query
 
 _WORD = re.compile(r"\w+")
-# Questions that ask for an amount: a quote that states no number cannot answer them. ("How
-# long" is left out: "since 1996" answers it, and a date is not an amount.)
+# Questions that ask for an amount, and questions that ask when: what a quote must state to
+# answer them is one of the features the scorer weighs (answer-type match).
 _ASKS_AMOUNT = re.compile(
     r"\bhow (many|much|big|large|far|often)\b|\bwhat (percentage|proportion|share)\b"
     r"|\bnumber of\b|どのくらい|どれくらい|どれほど|どれだけ|いくつ|いくら"
     r"|何(人|パーセント|%|％|割|個|隻|機|台|件|回|万|億|倍|キロ|トン|円|ドル)",
     re.IGNORECASE,
 )
-# Years a question names ("in 2020", "2020年"): a document that mentions none of them, in its
-# text or its date, cannot answer it.
-_YEAR = re.compile(r"(?<![\d.,])(1[6-9]\d\d|20\d\d)(?!\d)")
-# Dates, years and names with digits in them ("July 1, 2014", "April 1996", "2014年7月1日",
-# "1996", "the 2+2 meeting", "G7", "F-35"): they date or name things; they count nothing.
+_ASKS_TIME = re.compile(
+    r"\bwhen\b|\bwhat (year|date|day|month|century|decade|time)\b|\bwhich (year|century)\b"
+    r"|\bhow long\b|いつ|何年|何月|何日|何世紀|何時",
+    re.IGNORECASE,
+)
+# Dates and years ("July 1, 2014", "April 1996", "2014年7月1日", "1996"), and names with
+# digits in them ("2+2", "G7", "F-35"): they date or name things; they count nothing.
 _MONTH = (
     r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
     r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.?"
 )
-_NOT_AN_AMOUNT = re.compile(
+_DATE = re.compile(
     rf"\b{_MONTH}\s+\d{{1,2}}(?!\d)(?:st|nd|rd|th)?(?:,\s*\d{{4}})?"
     rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}(?:,?\s*\d{{4}})?"
     rf"|\b{_MONTH},?\s+\d{{4}}"
-    r"|\d{4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日"
-    rf"|{_YEAR.pattern}"
-    r"|\b\d+(?:\+\d+)+\b|\b[A-Za-z]+-?\d+\b"
+    r"|\d{1,4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日"
+    r"|(?<![\d.,])(?:1[6-9]\d\d|20\d\d)(?!\d)"
 )
+_NUMBERED_NAME = re.compile(r"\b\d+(?:\+\d+)+\b|\b[A-Za-z]+-?\d+\b")
 _LIST_MARKER = re.compile(r"^\s*(\(?\d{1,2}[.)]|\([ivx]+\))\s*", re.IGNORECASE)
-# "the two governments", "these three principles": known things named, not an amount stated;
-# the group is what they count.
-_DEFINITE_COUNT = re.compile(
-    r"\b(?:the|these|those)\s+(?:two|three|four|five|six|seven|eight|nine|ten)\s+(\w+)",
-    re.IGNORECASE,
-)
 _NUMBER = re.compile(
     r"\d|[一二三四五六七八九十百千万億兆]|\b(two|three|four|five|six|seven|eight|nine|ten"
     r"|eleven|twelve|twenty|thirty|forty|fifty|hundreds?|thousands?|millions?|billions?"
     r"|dozens?|half|percent)\b",
     re.IGNORECASE,
 )
+_COLUMN = {name: i for i, name in enumerate(FEATURES)}
 
 
 @dataclass(frozen=True)
 class QuoteSettings:
-    chunk_weight: float = 0.0  # share of the chunk's cosine in a quote's score
-    keyword_weight: float = 0.3  # share of the question's IDF-weighted keywords the quote holds
     max_sentences: int = 3
     # Quotes scored with vectors the cross-lingual reader made at question time are single
     # sentences: summing multilingual-e5's vectors drifts toward what all its vectors share
@@ -81,12 +76,6 @@ class QuoteSettings:
     read_max_sentences: int = 1
     min_words: int = 4  # shorter "sentences" are headings or signatures, not answers
     duplicate_overlap: float = 0.8  # word-set overlap above which two quotes say the same
-    # Score kept by a quote that states no number when the question asks for an amount
-    # ("how many", "何人"): such a quote is on the subject but cannot be the answer.
-    no_number_factor: float = 0.5
-    # Score kept by a quote whose document mentions none of the years the question names
-    # ("Japan's defense budget in 2020" from statements of 1996 and 2014).
-    other_year_factor: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -94,8 +83,7 @@ class _Asked:
     """What a question asks for that a quote must be able to give."""
 
     amount: bool  # "how many", "何人": the quote states a number
-    keywords: frozenset[str]  # its own: "how many countries" is answered by "the two countries"
-    years: frozenset[str]  # years the question names: the quote's document mentions one
+    time: bool  # "when", "いつ": the quote holds a date or a year
 
 
 @dataclass(frozen=True)
@@ -105,7 +93,7 @@ class ScoredQuote:
     end: int
     section: str | None
     candidate: Candidate  # the retrieved chunk the quote sits in
-    score: float
+    score: float  # the scorer's confidence that it answers (compared with the threshold)
     words: frozenset[str] = frozenset()  # lower-cased words, to spot duplicates
 
 
@@ -116,10 +104,9 @@ class _Sentence:
     quotable: bool
     keywords: frozenset[str]  # BM25 tokens
     words: frozenset[str]  # lower-cased words
-    # A numeral or number word, not counting a leading "(4)" or "(ii)", a date or a year, nor a
-    # definite reference ("the two governments": it names known things, it does not count them)
-    states_number: bool
-    counted: frozenset[str]  # keywords of what definite references count ("govern")
+    word_count: int
+    states_number: bool  # a numeral or number word, not a list marker, a date or a numbered name
+    states_date: bool  # a date or a year
 
 
 @dataclass(frozen=True)
@@ -127,38 +114,74 @@ class _ChunkQuotes:
     """A chunk's possible quotes; worked out once per loaded index and quote length."""
 
     ids: npt.NDArray[np.int64]  # its sentences' vector ids
+    positions: list[int]  # its sentences' positions in the document
     spans: list[Span]
     sentences: list[_Sentence]
     windows: list[tuple[int, int]]  # (first, last) positions of its possible quotes
 
 
-class _Window(NamedTuple):
-    """One possible quote, scored: made for every window, so kept light (a tuple)."""
+class QuoteWindow(NamedTuple):
+    """One possible quote: made for every window, so kept light (a tuple)."""
 
-    score: float
     candidate: Candidate
     chunk: _ChunkQuotes
     first: int
     last: int
 
+    @property
+    def span(self) -> tuple[str, int, int]:
+        """(doc_id, start, end) of the quote in its document."""
+        spans = self.chunk.spans
+        return self.candidate.chunk.doc_id, spans[self.first].start, spans[self.last].end
+
 
 class QuoteSelector:
     def __init__(
-        self, index: Index, tokenizer: KeywordTokenizer, settings: QuoteSettings | None = None
+        self,
+        index: Index,
+        tokenizer: KeywordTokenizer,
+        scorer: QuoteScorer,
+        settings: QuoteSettings | None = None,
     ) -> None:
         self.index = index
         self.tokenizer = tokenizer
+        self.scorer = scorer
         self.settings = settings or QuoteSettings()
 
     def rank(
         self, query: Query, candidates: list[Candidate], limit: int | None = None
     ) -> list[ScoredQuote]:
-        """The best `limit` (default: every) distinct quotes the candidates hold, best first."""
+        """The best `limit` (default: every) distinct quotes the candidates hold, best first,
+        each with its confidence as `score`."""
+        windows, features = self.features(query, candidates)
+        if not windows:
+            return []
+        quotes = QuoteCandidates(
+            question=query.text,
+            model_id=query.model_id,
+            cross_lingual=self.cross_lingual(query, candidates),
+            features=features,
+            texts=lambda rows: [self._text(windows[row]) for row in rows],
+        )
+        ranks = self.scorer.rank(quotes)
+        confidences = self.scorer.confidence(quotes, ranks)
+        order = np.argsort(-ranks, kind="stable").tolist()
+        return self._distinct([(float(confidences[i]), windows[i]) for i in order], limit)
+
+    def cross_lingual(self, query: Query, candidates: list[Candidate]) -> bool:
+        """Whether most candidates are in another language than the question (a Japanese
+        question about English documents): no keyword of the question can be in them."""
+        langs = Counter(self.index.entries[c.chunk.doc_id].document.lang for c in candidates)
+        return bool(langs) and langs.most_common(1)[0][0] != query.lang
+
+    def features(
+        self, query: Query, candidates: list[Candidate]
+    ) -> tuple[list[QuoteWindow], npt.NDArray[np.float32]]:
+        """Every possible quote of the candidates and its features (columns as `FEATURES`)."""
         idf = self.index.keywords.idf(query.tokens)
         asked = _Asked(
             amount=bool(_ASKS_AMOUNT.search(query.text)),
-            keywords=frozenset(query.tokens),
-            years=frozenset(_YEAR.findall(query.text)),
+            time=bool(_ASKS_TIME.search(query.text)),
         )
         longest = (
             self.settings.max_sentences
@@ -167,13 +190,35 @@ class QuoteSelector:
         )
         chunks = [self._chunk(c.chunk, longest) for c in candidates]
         vectors = self._sentence_vectors(query, chunks)
-        scored = [
-            window
-            for candidate, chunk, chunk_vectors in zip(candidates, chunks, vectors, strict=True)
-            for window in self._windows_in(query, idf, asked, candidate, chunk, chunk_vectors)
-        ]
-        scored.sort(key=lambda w: w.score, reverse=True)
-        return self._distinct(scored, limit)
+        best_bm25 = max((c.bm25_score for c in candidates), default=0.0) or 1.0
+        question_idf = math.log1p(sum(idf.values()))
+        windows: list[QuoteWindow] = []
+        rows: list[list[float]] = []
+        for rank, (candidate, chunk, chunk_vectors) in enumerate(
+            zip(candidates, chunks, vectors, strict=True)
+        ):
+            passage = [
+                math.log1p(rank),
+                candidate.dense_score
+                if query.sentence_vectors is None
+                else candidate.rerank_score or 0.0,
+                candidate.bm25_score / best_bm25,
+                math.log1p(candidate.bm25_score),
+                question_idf,
+            ]
+            for window, row in self._windows_in(query, idf, asked, chunk, chunk_vectors):
+                windows.append(QuoteWindow(candidate, chunk, *window))
+                rows.append(row[:7] + passage + row[7:])
+        features = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(FEATURES))
+        if rows:
+            for column, gap in (("similarity", "similarity_gap"), ("coverage", "coverage_gap")):
+                values = features[:, _COLUMN[column]]
+                features[:, _COLUMN[gap]] = values - values.max()
+        return windows, features
+
+    def _text(self, window: QuoteWindow) -> str:
+        doc_id, start, end = window.span
+        return self.index.entries[doc_id].document.text[start:end]
 
     def _sentence_vectors(
         self, query: Query, chunks: list[_ChunkQuotes]
@@ -193,36 +238,41 @@ class QuoteSelector:
         query: Query,
         idf: dict[str, float],
         asked: _Asked,
-        candidate: Candidate,
         chunk: _ChunkQuotes,
         vectors: npt.NDArray[np.float32],
-    ) -> list[_Window]:
-        """Every window of the chunk, scored by the normalised sum of its sentence vectors and
-        the keywords it holds."""
+    ) -> list[tuple[tuple[int, int], list[float]]]:
+        """Every window of the chunk with the features that depend on the window alone (the
+        passage's and the gaps are filled in by `features`)."""
         keyword_total = sum(idf.values())
         matched = [s.keywords & idf.keys() for s in chunk.sentences]  # small: coverage is cheap
-        chunk_weight, keyword_weight = self.settings.chunk_weight, self.settings.keyword_weight
         similarities = _window_similarities(vectors, chunk.windows, query.vector.reshape(-1))
-        other_year = bool(asked.years) and not asked.years & self._years(candidate.chunk.doc_id)
-        windows = []
+        out = []
         for (first, last), similarity in zip(chunk.windows, similarities, strict=True):
-            coverage = _coverage(idf, keyword_total, matched[first : last + 1])
+            held = set().union(*matched[first : last + 1])
+            weight = sum(idf[token] for token in held)
+            coverage = weight / keyword_total if keyword_total else 0.0
             if not query.semantic:  # the vectors can't judge this language: keywords alone
                 similarity = coverage
-            score = (
-                chunk_weight * candidate.dense_score
-                + (1 - chunk_weight - keyword_weight) * similarity
-                + keyword_weight * coverage
-            )
-            if asked.amount and not any(
-                s.states_number or s.counted & asked.keywords
-                for s in chunk.sentences[first : last + 1]
-            ):
-                score *= self.settings.no_number_factor
-            if other_year:
-                score *= self.settings.other_year_factor
-            windows.append(_Window(score, candidate, chunk, first, last))
-        return windows
+            sentences = chunk.sentences[first : last + 1]
+            number = any(s.states_number for s in sentences)
+            date = any(s.states_date for s in sentences)
+            row = [
+                similarity,
+                coverage,
+                math.log1p(weight),
+                0.0,  # similarity_gap
+                0.0,  # coverage_gap
+                float(last - first + 1),
+                math.log1p(sum(s.word_count for s in sentences)),
+                # the passage's features and question_idf go here
+                math.log1p(chunk.positions[first]),
+                float(asked.amount and number),
+                float(asked.amount and not number),
+                float(asked.time and date),
+                float(asked.time and not date),
+            ]
+            out.append(((first, last), row))
+        return out
 
     def _chunk(self, chunk: Chunk, longest: int) -> _ChunkQuotes:
         known: _ChunkQuotes | None = self.index.chunk_memo.get((chunk.chunk_id, longest))
@@ -234,6 +284,7 @@ class QuoteSelector:
             sentences = [self._sentence(i, text, span) for i, span in zip(ids, spans, strict=True)]
             known = _ChunkQuotes(
                 ids=np.array(ids, dtype=np.int64),
+                positions=list(chunk.sentences),
                 spans=spans,
                 sentences=sentences,
                 windows=self._windows(text, spans, sentences, longest),
@@ -246,28 +297,17 @@ class QuoteSelector:
         known: _Sentence | None = self.index.sentence_memo.get(vector_id)
         if known is None:
             sentence = text[span.start : span.end]
-            unlisted = _LIST_MARKER.sub("", sentence)
+            words = _WORD.findall(sentence.lower())
+            states_number, states_date = answer_types(sentence)
             known = _Sentence(
                 quotable=self._quotable(text, span),
                 keywords=frozenset(self.tokenizer.tokenize(sentence)),
-                words=frozenset(_WORD.findall(sentence.lower())),
-                states_number=bool(
-                    _NUMBER.search(_DEFINITE_COUNT.sub(" ", _NOT_AN_AMOUNT.sub(" ", unlisted)))
-                ),
-                counted=frozenset(
-                    self.tokenizer.tokenize(" ".join(_DEFINITE_COUNT.findall(unlisted)))
-                ),
+                words=frozenset(words),
+                word_count=len(CJK_CHAR.findall(sentence)) // 2 or len(words),
+                states_number=states_number,
+                states_date=states_date,
             )
             self.index.sentence_memo[vector_id] = known  # same value from any thread: no lock
-        return known
-
-    def _years(self, doc_id: str) -> frozenset[str]:
-        """The years a document mentions in its text or its date."""
-        known: frozenset[str] | None = self.index.document_memo.get(doc_id)
-        if known is None:
-            document = self.index.entries[doc_id].document
-            known = frozenset(_YEAR.findall(f"{document.date or ''} {document.text}"))
-            self.index.document_memo[doc_id] = known  # same value from any thread: no lock
         return known
 
     def _windows(
@@ -302,13 +342,15 @@ class QuoteSelector:
             return len(CJK_CHAR.findall(sentence)) >= 2 * self.settings.min_words
         return len(_WORD.findall(sentence)) >= self.settings.min_words
 
-    def _distinct(self, ranked: list[_Window], limit: int | None) -> list[ScoredQuote]:
+    def _distinct(
+        self, ranked: list[tuple[float, QuoteWindow]], limit: int | None
+    ) -> list[ScoredQuote]:
         """Drop quotes that overlap a better one or repeat its words."""
         kept: list[ScoredQuote] = []
         # Quotes are runs of whole sentences, so two overlap exactly when they share a sentence:
         # a set lookup per sentence instead of comparing spans with every kept quote.
         quoted: set[int] = set()
-        for window in ranked:
+        for score, window in ranked:
             if limit is not None and len(kept) >= limit:
                 break
             ids = window.chunk.ids[window.first : window.last + 1].tolist()
@@ -319,8 +361,7 @@ class QuoteSelector:
             if any(_overlap(words, k.words) >= self.settings.duplicate_overlap for k in kept):
                 continue
             quoted.update(ids)
-            doc_id = window.candidate.chunk.doc_id
-            start, end = window.chunk.spans[window.first].start, window.chunk.spans[window.last].end
+            doc_id, start, end = window.span
             kept.append(
                 ScoredQuote(
                     doc_id=doc_id,
@@ -328,11 +369,19 @@ class QuoteSelector:
                     end=end,
                     section=window.chunk.spans[window.first].section,
                     candidate=window.candidate,
-                    score=window.score,
+                    score=score,
                     words=words,
                 )
             )
         return kept
+
+
+def answer_types(sentence: str) -> tuple[bool, bool]:
+    """Whether the sentence states a number (not a leading "(4)", a date, a year or a name with
+    digits such as "2+2"), and whether it holds a date or a year."""
+    unlisted = _LIST_MARKER.sub("", sentence)
+    undated = _DATE.sub(" ", unlisted)
+    return bool(_NUMBER.search(_NUMBERED_NAME.sub(" ", undated))), undated != unlisted
 
 
 def _window_similarities(
@@ -350,21 +399,13 @@ def _window_similarities(
     return ((sums @ query) / norms).tolist()  # type: ignore[no-any-return]
 
 
-def _coverage(idf: dict[str, float], total: float, sentences: list[frozenset[str]]) -> float:
-    """Share of the question's keyword weight (IDF) found in the sentences (their keywords, or
-    just those of the question they hold)."""
-    if not total:
-        return 0.0
-    held = set().union(*sentences)
-    return sum(weight for token, weight in idf.items() if token in held) / total
-
-
 def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / max(1, min(len(a), len(b)))
 
 
 def diverse(ranked: list[ScoredQuote], top_k: int) -> list[ScoredQuote]:
-    """Best first, at most half the slots per document while other documents have quotes."""
+    """In ranked order, at most half the slots per document while other documents have
+    quotes."""
     cap = max(1, math.ceil(top_k / 2))
     chosen: list[ScoredQuote] = []
     per_doc: dict[str, int] = {}
@@ -377,5 +418,6 @@ def diverse(ranked: list[ScoredQuote], top_k: int) -> list[ScoredQuote]:
             break
         if quote not in chosen:
             chosen.append(quote)
-    chosen.sort(key=lambda q: q.score, reverse=True)
+    position = {id(quote): n for n, quote in enumerate(ranked)}
+    chosen.sort(key=lambda q: position[id(q)])
     return chosen

@@ -30,6 +30,7 @@ class Query:
     vector: npt.NDArray[np.float32]  # unit vector of the question
     tokens: list[str]  # BM25 tokens of the question
     semantic: bool = True  # False when the encoder does not understand the question's language
+    lang: str = "en"  # the question's language, as detected
     model_id: str = ""  # the encoder whose vectors score this question's quotes
     # Sentence vectors from another encoder than the index's (see qa.crosslingual), by vector id
     sentence_vectors: Mapping[int, npt.NDArray[np.float32]] | None = None

@@ -14,25 +14,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from corpus.chunking import ChunkerSettings
 from corpus.sandbox import ParseLimits
 from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
-from embeddings.e5 import MODEL_ID as E5_MODEL_ID
 from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
 from embeddings.store import DEFAULT_HNSW_THRESHOLD, StoreConfig
-from embeddings.use import MODEL_ID as USE_MODEL_ID
-from qa.quotes import QuoteSettings
+from qa.quote_scorer import ScorerKind
 from qa.rerank import RerankerKind, RerankSettings
 from qa.retriever import Fusion, Mode
 from qa.stores import StoreSettings
-
-# Answer thresholds chosen by `verbatim eval eval/seed_questions.jsonl --calibrate` (false
-# abstentions <= 5%) for the packaged models, see docs/benchmarks.md. Quote scores differ in
-# scale between models, so a threshold belongs to its model.
-CALIBRATED_THRESHOLDS = {
-    DEFAULT_MODEL: 0.39,  # English questions (the model reads English only)
-    USE_MODEL_ID: 0.115,  # English and Japanese questions
-    E5_MODEL_ID: 0.545,  # Japanese questions, read by the cross-lingual reader
-}
-UNCALIBRATED_THRESHOLD = 0.45  # other models: calibrate on your questions
 
 
 class Settings(BaseSettings):
@@ -53,7 +41,9 @@ class Settings(BaseSettings):
     passage_prompt: str | None = None
     chunk_size: int = Field(800, ge=50, le=20_000)
     chunk_overlap: int = Field(150, ge=0)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)  # None: the model's calibrated one
+    # None: the quote scorer's own for the encoder (the learned ranker's was calibrated on
+    # public unanswerable questions)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
     top_k: int = Field(3, ge=1, le=50)
     candidates: int = Field(20, ge=1, le=1000)  # chunks retrieved before quoting
     # Dense retrieval also takes the chunks of this many nearest sentences (for a chunk whose one
@@ -71,8 +61,12 @@ class Settings(BaseSettings):
     rerank_depth: int = Field(30, ge=1, le=1000)
     # Reads questions in a language the model does not (qa/crosslingual.py); "none": off.
     cross_lingual_model: str = E5_MODEL_NAME
-    quote_chunk_weight: float = Field(0.0, ge=0.0, le=1.0)
-    quote_keyword_weight: float = Field(0.3, ge=0.0, le=1.0)  # share of keyword coverage
+    # Quotes are scored by the learned ranker (qa/quote_scorer.py), that ranker with the
+    # fine-tuned cross-encoder (built by `python -m qa.training --cross-encoder`), or the
+    # hand-weighted mix
+    quote_scorer: ScorerKind = "learned"
+    quote_model: Path | None = None  # a ranker file of one's own (`python -m qa.training --out`)
+    quote_keyword_weight: float = Field(0.3, ge=0.0, le=1.0)  # the hand mix's keyword share
     vector_store: Literal["faiss", "milvus"] = "faiss"
     milvus_uri: str = "http://127.0.0.1:19530"
     milvus_token: str = ""  # "user:password" or an API key, where the server wants one
@@ -148,11 +142,6 @@ class Settings(BaseSettings):
     def chunker(self) -> ChunkerSettings:
         return ChunkerSettings(max_chars=self.chunk_size, overlap_chars=self.chunk_overlap)
 
-    def answer_threshold(self, model_id: str) -> float:
-        if self.threshold is not None:
-            return self.threshold
-        return CALIBRATED_THRESHOLDS.get(model_id, UNCALIBRATED_THRESHOLD)
-
     @property
     def model_language_set(self) -> frozenset[str] | None:
         languages = frozenset(x.strip() for x in self.model_languages.split(",") if x.strip())
@@ -180,12 +169,6 @@ class Settings(BaseSettings):
     @property
     def rerank(self) -> RerankSettings:
         return RerankSettings(self.reranker, self.reranker_model, self.rerank_depth)
-
-    @property
-    def quotes(self) -> QuoteSettings:
-        return QuoteSettings(
-            chunk_weight=self.quote_chunk_weight, keyword_weight=self.quote_keyword_weight
-        )
 
     @property
     def encoder(self) -> EncoderConfig:

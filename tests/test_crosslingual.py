@@ -60,7 +60,7 @@ def test_japanese_question_about_english_documents_is_answered(engine: Verbatim)
     assert_quotes_exact(engine, answer)
     reader = engine.cross_lingual_reader
     assert reader is not None
-    threshold = engine.settings.answer_threshold(reader.encoder.model_id)
+    threshold = engine.answer_threshold(reader.encoder.model_id, cross_lingual=True)
     assert all(q.score >= threshold for q in answer.quotes)
 
 

@@ -15,6 +15,7 @@ from qa.engine import Verbatim
 from qa.evaluation import metrics as measures
 from qa.evaluation.beir import Qrels, is_beir, load_beir, write_corpus
 from qa.evaluation.calibrate import calibrate
+from qa.evaluation.docqa import DocQASlice, is_docqa, load_docqa
 from qa.evaluation.questions import load_questions
 from qa.evaluation.runner import QueryResult, RunConfig, run_questions
 from qa.retriever import MODES
@@ -68,8 +69,10 @@ def evaluate(
     encoder: Encoder | None = None,
     calibrate_for: float | None = None,
     lang: str | None = None,
+    docqa: DocQASlice | None = None,
 ) -> Evaluation:
-    """Run every configuration over the set and measure it. BEIR folders get their own index.
+    """Run every configuration over the set and measure it. BEIR folders and extractive QA
+    sets (`qa.evaluation.docqa`, cut as `docqa` says) get their own index.
 
     With `calibrate_for` (a false-abstention rate), each run also gets the answer threshold
     that keeps false abstentions within it (`calibrated_*` metrics).
@@ -81,6 +84,12 @@ def evaluate(
         write_corpus(source, docs)
         corpus_paths = [docs]
         with_quotes = False  # BEIR judges documents; there are no answer strings to quote
+    elif is_docqa(source):
+        cut = docqa or DocQASlice()
+        name = source.name.split(".")[0]
+        docs = settings.home / "eval" / "docqa" / f"{name}-{cut.part}-{cut.articles}" / "docs"
+        questions, corpus_paths = load_docqa(source, docs, cut)
+        with_quotes = True
     else:
         questions = load_questions(source)
         corpus_paths = list(corpus) if corpus else [default_corpus_dir()]

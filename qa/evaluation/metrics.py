@@ -109,6 +109,7 @@ def _metrics(
                 metrics[f"hit@{k}"] = _rate(
                     r.quote_hit_rank is not None and r.quote_hit_rank <= k for r in with_answers
                 )
+            metrics["ranked_hit@1"] = _rate(r.top_quote_hit for r in with_answers)
     asked = [r for r in results if r.answer is not None]
     if asked:
         unanswerable = [r for r in asked if r.question.unanswerable]

@@ -37,6 +37,9 @@ class QueryResult:
     latency_ms: float
     passage_hit_rank: int | None  # 1-based rank of the first passage holding a gold answer
     quote_hit_rank: int | None  # 1-based rank of the first quote holding a gold answer
+    # Whether the best quote holds a gold answer, shown or not (below the threshold it is the
+    # closest match): how well quotes are ranked, apart from abstention
+    top_quote_hit: bool = False
 
     @property
     def abstained(self) -> bool:
@@ -77,6 +80,14 @@ def run_questions(
                     index, question, [(p.doc_id, p.char_start, p.char_end) for p in passages]
                 ),
                 quote_hit_rank=_first_hit(index, question, shown),
+                top_quote_hit=_first_hit(
+                    index,
+                    question,
+                    [(q.doc_id, q.char_start, q.char_end) for q in answer.quotes[:1]]
+                    if answer
+                    else [],
+                )
+                == 1,
             )
         )
         if progress is not None:
