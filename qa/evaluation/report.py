@@ -24,6 +24,7 @@ SUMMARY_METRICS = [
     "passage_hit@3",
     "hit@1",
     "hit@3",
+    "ranked_hit@1",
     "abstention_precision",
     "abstention_recall",
     "false_abstention_rate",
