@@ -96,17 +96,20 @@ bench-eval: install
 
 # Quote scorers on the evaluation part of SQuAD v1.1 and JaQuAD train (offline comparison on
 # the same candidate quotes, then the whole pipeline, learned against hand) and our set.
+# With CROSS_ENCODER=1 (after `make train-cross-encoder`) the cross-encoder runs too.
 EVAL_SLICE := --articles 40 --withheld 10 --questions 1000 --unanswerable 250
+QUOTE_RUNS := --run learned --run hand:quote_scorer=hand \
+	$(if $(CROSS_ENCODER),--run cross-encoder:quote_scorer=cross-encoder)
 bench-quotes: install
 	@if [ -d $(QA_TRAIN) ]; then \
 	  $(BIN)/python -m bench.quote_ranker && \
 	  for set in squad-v1.1-train jaquad-train; do \
-	    $(BIN)/verbatim eval $(QA_TRAIN)/$$set.json.gz $(EVAL_SLICE) --run learned \
-	      --run hand:quote_scorer=hand --out bench/results/eval-quotes-$$set; \
+	    $(BIN)/verbatim eval $(QA_TRAIN)/$$set.json.gz $(EVAL_SLICE) $(QUOTE_RUNS) \
+	      --out bench/results/eval-quotes-$$set; \
 	  done; \
 	else echo "skipping: $(QA_TRAIN) is absent"; fi
-	$(BIN)/verbatim eval eval/seed_questions.jsonl --run learned --run hand:quote_scorer=hand \
-	  --out bench/results/eval-quotes-seed
+	$(BIN)/verbatim eval eval/seed_questions.jsonl $(QUOTE_RUNS) --out bench/results/eval-quotes-seed
+	$(BIN)/python -m bench.quote_latency
 
 # LangChain and txtai run in their own venv so the product never depends on them.
 PEERS := .venv-peers

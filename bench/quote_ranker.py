@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from scipy import stats
 
 from qa.evaluation.docqa import DocQASlice
@@ -163,7 +163,7 @@ def main() -> None:
             )
         results[name] = measured
         table = Table(
-            "scorer",
+            Column("scorer", min_width=16, no_wrap=True),
             "ranked hit@1",
             "hit@1",
             "abst. precision",

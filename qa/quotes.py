@@ -197,7 +197,7 @@ class QuoteSelector:
         for rank, (candidate, chunk, chunk_vectors) in enumerate(
             zip(candidates, chunks, vectors, strict=True)
         ):
-            passage = [
+            passage = [  # passage_rank .. question_idf, the same for all its quotes
                 math.log1p(rank),
                 candidate.dense_score
                 if query.sentence_vectors is None
@@ -206,9 +206,9 @@ class QuoteSelector:
                 math.log1p(candidate.bm25_score),
                 question_idf,
             ]
-            for window, row in self._windows_in(query, idf, asked, chunk, chunk_vectors):
+            for window, row in self._windows_in(query, idf, asked, chunk, chunk_vectors, passage):
                 windows.append(QuoteWindow(candidate, chunk, *window))
-                rows.append(row[:7] + passage + row[7:])
+                rows.append(row)
         features = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(FEATURES))
         if rows:
             for column, gap in (("similarity", "similarity_gap"), ("coverage", "coverage_gap")):
@@ -240,9 +240,10 @@ class QuoteSelector:
         asked: _Asked,
         chunk: _ChunkQuotes,
         vectors: npt.NDArray[np.float32],
+        passage: list[float],
     ) -> list[tuple[tuple[int, int], list[float]]]:
-        """Every window of the chunk with the features that depend on the window alone (the
-        passage's and the gaps are filled in by `features`)."""
+        """Every window of the chunk with its features in `FEATURES` order (the gaps are left
+        at 0 for `features` to fill in, once the best of the question is known)."""
         keyword_total = sum(idf.values())
         matched = [s.keywords & idf.keys() for s in chunk.sentences]  # small: coverage is cheap
         similarities = _window_similarities(vectors, chunk.windows, query.vector.reshape(-1))
@@ -264,7 +265,7 @@ class QuoteSelector:
                 0.0,  # coverage_gap
                 float(last - first + 1),
                 math.log1p(sum(s.word_count for s in sentences)),
-                # the passage's features and question_idf go here
+                *passage,
                 math.log1p(chunk.positions[first]),
                 float(asked.amount and number),
                 float(asked.amount and not number),
