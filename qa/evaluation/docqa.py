@@ -65,7 +65,8 @@ class Article:
 
 
 def is_docqa(path: Path) -> bool:
-    """A SQuAD-layout file: `.json.gz`, or `.json` holding an object with `data`."""
+    """A SQuAD-layout file: `.json.gz`, or a `.json` whose top level is an object (a question
+    set in JSON is a list)."""
     if not path.is_file():
         return False
     if path.name.endswith(".json.gz"):

@@ -87,7 +87,8 @@ def evaluate(
     elif is_docqa(source):
         cut = docqa or DocQASlice()
         name = source.name.split(".")[0]
-        docs = settings.home / "eval" / "docqa" / f"{name}-{cut.part}-{cut.articles}" / "docs"
+        slice_name = f"{name}-{cut.part}-{cut.skip}-{cut.articles}"
+        docs = settings.home / "eval" / "docqa" / slice_name / "docs"
         questions, corpus_paths = load_docqa(source, docs, cut)
         with_quotes = True
     else:
