@@ -61,13 +61,14 @@ def _edit(corpus: Path) -> None:
 
 def _grown_corpus(folder: Path, documents: int) -> Path:
     """The seeds plus `documents` generated ones, so a build takes long enough to be cut at
-    many different points (reading, encoding, writing, swapping)."""
+    many different points (reading, encoding, writing, swapping). They never copy the sentence
+    `_edit` changes: the edited seed stays the one document that answers TROOPS."""
     shutil.copytree(default_corpus_dir(), folder)
     sentences = [
         s.strip() + "."
         for path in sorted(folder.glob("*.txt"))
         for s in path.read_text().split(".")
-        if len(s.split()) > 6
+        if len(s.split()) > 6 and "about 100,000" not in s
     ]
     rng = random.Random(7)
     for number in range(documents):
