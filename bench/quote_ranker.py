@@ -16,6 +16,11 @@ question's best quote from the same lists, so the comparison is of scoring alone
   same features (scikit-learn), pointwise, the non-linear alternative (its probability both
   ranks and is thresholded).
 
+When the cross-encoder is built (`make train-cross-encoder`), SQuAD's evaluation questions are
+also scored by the shipped learned model, the cross-encoder alone (its logit ranks the learned
+model's best quotes; no threshold of its own) and their combination
+(`VERBATIM_QUOTE_SCORER=cross-encoder`), each with its shipped threshold.
+
 Metrics on the evaluation slice: ranked hit@1 (the best quote holds a gold answer), hit@1 (it
 does and clears the threshold calibrated on the training slice), abstention precision and
 recall on the unanswerable questions, with a paired t-test of ranked hit@1 against `learned`.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +42,17 @@ from rich.console import Console
 from rich.table import Column, Table
 from scipy import stats
 
+from qa.engine import Verbatim
 from qa.evaluation.docqa import DocQASlice
-from qa.quote_scorer import FEATURES
+from qa.quote_scorer import (
+    CROSS_ENCODER_FOLDER,
+    FEATURES,
+    CrossEncoderQuoteScorer,
+    LearnedQuoteScorer,
+    QuoteCandidates,
+    QuoteScorer,
+)
+from qa.settings import Settings
 from qa.training import (
     MAX_FALSE_ABSTENTION,
     SETS,
@@ -49,6 +64,7 @@ from qa.training import (
     calibrate_threshold,
     collect_set,
     fit,
+    quote_texts,
     read_by_one_encoder,
     top_scores,
 )
@@ -122,6 +138,74 @@ def measure(
     }
 
 
+def cross_encoder_runs(
+    name: str, test: list[QuestionFeatures], cache: Path, folder: Path
+) -> dict[str, dict[str, Any]]:
+    """The shipped learned model, the cross-encoder alone and their combination on the same
+    quote lists; the quotes' texts come from the evaluation slice's index."""
+    learned = LearnedQuoteScorer.load()
+    combined = CrossEncoderQuoteScorer.load(learned, folder)
+    base = Settings()
+    engine = Verbatim(
+        base.model_copy(
+            update={"home": cache / f"{name}-eval", "index_dir": None, "quote_scorer": "hand"}
+        )
+    )
+    scored: dict[str, QuoteScorer] = {
+        "learned (shipped)": learned,
+        "learned + cross-encoder": combined,
+    }
+    # per question and scorer: (confidence, threshold, best quote holds an answer)
+    rows: dict[str, list[tuple[float, float, bool]]] = {
+        "learned (shipped)": [],
+        "cross-encoder alone": [],
+        "learned + cross-encoder": [],
+    }
+    for n, q in enumerate(test, 1):
+        if not len(q.features):
+            for values in rows.values():
+                values.append((-1.0, 0.0, False))
+            continue
+        candidates = QuoteCandidates(
+            question=q.question,
+            model_id=q.model_id,
+            cross_lingual=False,
+            features=q.features,
+            texts=_texts(engine, q),
+        )
+        for label, scorer in scored.items():
+            ranks = scorer.rank(candidates)
+            best = int(np.argmax(ranks))
+            sure = float(scorer.confidence(candidates, ranks)[best])
+            threshold = scorer.threshold(q.model_id, False)
+            rows[label].append((sure, threshold, bool(q.holds_answer[best])))
+        top, _, logits = candidates.memo["cross_encoder"]
+        alone = int(top[int(np.argmax(logits))])
+        rows["cross-encoder alone"].append((np.inf, 0.0, bool(q.holds_answer[alone])))
+        if n % 250 == 0:
+            console.print(f"  cross-encoder: {n}/{len(test)} questions")
+    out = {}
+    for label, values in rows.items():
+        answerable = [v for v, q in zip(values, test, strict=True) if not q.unanswerable]
+        unanswerable = [v for v, q in zip(values, test, strict=True) if q.unanswerable]
+        right = sum(s < t for s, t, _ in unanswerable)
+        wrong = sum(s < t for s, t, _ in answerable)
+        out[label] = {
+            "ranked_hit@1": round(float(np.mean([hit for *_, hit in answerable])), 4),
+            "hit@1": round(float(np.mean([hit and s >= t for s, t, hit in answerable])), 4),
+            "abstention_precision": round(right / (right + wrong), 4) if right + wrong else 0.0,
+            "abstention_recall": round(right / len(unanswerable), 4) if unanswerable else 0.0,
+            "false_abstention_rate": round(wrong / len(answerable), 4),
+            "threshold": None if label == "cross-encoder alone" else values[0][1],
+            "_hits": [int(hit) for *_, hit in answerable],
+        }
+    return out
+
+
+def _texts(engine: Verbatim, q: QuestionFeatures) -> Callable[[list[int]], list[str]]:
+    return lambda rows: quote_texts(engine, q, rows)
+
+
 def _features(name: str, part: str, slice_: DocQASlice, cache: Path) -> list[QuestionFeatures]:
     """Collected once per set and slice; later runs reuse the file (delete it to recollect)."""
     stored = cache / f"{name}-{part}.pkl"
@@ -155,6 +239,9 @@ def main() -> None:
             q for q in _features(name, "eval", EVAL_SLICE, args.cache) if q.model_id == model_id
         ]
         measured = {label: measure(s, train, test) for label, s in scorers(train).items()}
+        folder = Settings().resolved_models_dir / CROSS_ENCODER_FOLDER
+        if name == "squad" and folder.exists():
+            measured |= cross_encoder_runs(name, test, args.cache, folder)
         base = measured["learned"].pop("_hits")
         for values in measured.values():
             hits = values.pop("_hits", base)

@@ -168,7 +168,7 @@ def ask(
         float | None, typer.Option(help="Minimum score to answer [env: VERBATIM_THRESHOLD].")
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the answer as JSON (design.md shape).")
+        bool, typer.Option("--json", help="Print the answer as JSON (shape: docs/design.md).")
     ] = False,
     doc: Annotated[
         list[str] | None, typer.Option(help="Only this document id (repeatable).")

@@ -1,4 +1,4 @@
-"""The answer's shape, shared by every door (CLI, HTTP, Slack, evaluation). See design.md."""
+"""The answer's shape, shared by every door (CLI, HTTP, Slack, evaluation): docs/design.md."""
 
 from __future__ import annotations
 

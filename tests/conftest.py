@@ -37,7 +37,7 @@ def _shared_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION_SET = ROOT / "eval" / "seed_questions.jsonl"
-# The quote fields of the answer shape in ../shared/docs/design.md.
+# The quote fields of the answer shape in docs/design.md.
 DESIGN_QUOTE_FIELDS = frozenset(
     "rank text doc_id title date source url char_start char_end section passage score".split()
 )
