@@ -80,14 +80,16 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 @app.callback()
 def _options(
-    home: Annotated[Path | None, typer.Option(help="Data directory [env: VERBATIM_HOME].")] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="Data directory \\[env: VERBATIM_HOME].")
+    ] = None,
     index_dir: Annotated[
         Path | None,
-        typer.Option(help="Index directory [env: VERBATIM_INDEX_DIR; default HOME/index]."),
+        typer.Option(help="Index directory \\[env: VERBATIM_INDEX_DIR; default HOME/index]."),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Sentence-transformers model name or path [env: VERBATIM_MODEL]."),
+        typer.Option(help="Sentence-transformers model name or path \\[env: VERBATIM_MODEL]."),
     ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log progress as JSON lines on stderr.")
@@ -108,11 +110,11 @@ def index(
         typer.Argument(help="Files or folders to index. None: the packaged seed documents."),
     ] = None,
     chunk_size: Annotated[
-        int | None, typer.Option(help="Chunk size in characters [env: VERBATIM_CHUNK_SIZE].")
+        int | None, typer.Option(help="Chunk size in characters \\[env: VERBATIM_CHUNK_SIZE].")
     ] = None,
     chunk_overlap: Annotated[
         int | None,
-        typer.Option(help="Overlap between chunks in characters [env: VERBATIM_CHUNK_OVERLAP]."),
+        typer.Option(help="Overlap between chunks in characters \\[env: VERBATIM_CHUNK_OVERLAP]."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the build report as JSON.")
@@ -165,7 +167,7 @@ def ask(
         int | None, typer.Option("--top-k", "-k", help="How many quotes, at most.")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Minimum score to answer [env: VERBATIM_THRESHOLD].")
+        float | None, typer.Option(help="Minimum score to answer \\[env: VERBATIM_THRESHOLD].")
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the answer as JSON (shape: docs/design.md).")
@@ -185,7 +187,7 @@ def ask(
     ] = None,
     mode: Annotated[
         Mode | None,
-        typer.Option(help="Retrieval: dense, bm25 or hybrid [env: VERBATIM_MODE]."),
+        typer.Option(help="Retrieval: dense, bm25 or hybrid \\[env: VERBATIM_MODE]."),
     ] = None,
     explain: Annotated[
         bool, typer.Option(help="Show each quote's dense, BM25, fused and rerank scores.")
@@ -437,9 +439,9 @@ def slack() -> None:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [env: VERBATIM_HOST].")
+        str | None, typer.Option(help="Address to listen on \\[env: VERBATIM_HOST].")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env: VERBATIM_PORT].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port \\[env: VERBATIM_PORT].")] = None,
 ) -> None:
     """Serve the HTTP API and the chat page (indexes the seed documents if there is no index)."""
     import uvicorn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -139,6 +140,14 @@ def test_help_explains_commands(home: Path) -> None:
     for command in ("index", "ask", "documents"):
         assert command in result.stdout
     assert "VERBATIM_" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["index", "ask", "serve"])
+def test_help_names_each_settings_variable_in_its_sentence(home: Path, command: str) -> None:
+    result = run(home, command, "--help", COLUMNS="200")
+    assert result.returncode == 0
+    assert "[env: VERBATIM_" in result.stdout  # not swallowed as markup
+    assert not re.search(r"\w \.(\s|$)", result.stdout), result.stdout  # "Port ." once read so
 
 
 def test_shard_option_explains_its_format_and_what_it_needs(home: Path) -> None:
