@@ -514,11 +514,23 @@ def _print_report(report: BuildReport, settings: Settings, note: str | None) -> 
         err.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False)
 
 
+def _distinct(score: float, threshold: float) -> tuple[str, str]:
+    """Both numbers at the fewest decimals (two or more) that tell them apart."""
+    for places in range(2, 6):
+        shown = f"{score:.{places}f}", f"{threshold:.{places}f}"
+        if shown[0] != shown[1]:
+            return shown
+    return f"{score:.6f}", f"{threshold:.6f}"
+
+
 def _print_answer(answer: Answer) -> None:
     if answer.status == "no_answer":
         out.print("[bold]No answer in the documents.[/bold]")
         for quote in answer.quotes:
-            out.print(f"[dim]Closest match (score {quote.score:.2f}, below the threshold):[/dim]")
+            score, threshold = _distinct(quote.score, answer.threshold)
+            out.print(
+                f"[dim]Closest match (score {score}, below the answer threshold {threshold}):[/dim]"
+            )
             out.print(
                 f"[dim]  “{escape(quote.text)}” — {escape(quote.title)}[/dim]", highlight=False
             )

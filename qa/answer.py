@@ -46,6 +46,9 @@ class Answer(BaseModel):
     question: str
     status: Literal["answered", "no_answer"]
     quotes: list[Quote]
+    threshold: float = Field(
+        description="the confidence (a quote's `score`) the best quote had to reach to answer"
+    )
     index_version: str
     took_ms: float
 

@@ -239,6 +239,7 @@ class Verbatim:
                 )
                 for rank, q in enumerate(chosen, 1)
             ],
+            threshold=round(threshold, 4),
             index_version=index.version,
             took_ms=round((time.perf_counter() - request.started) * 1000, 2),
         )

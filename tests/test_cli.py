@@ -45,7 +45,14 @@ def test_ask_json_prints_only_the_answer_shape(home: Path) -> None:
     result = run(home, "ask", "--json", "--top-k", "2", TROOPS)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)  # nothing but JSON on stdout
-    assert set(answer) == {"question", "status", "quotes", "index_version", "took_ms"}
+    assert set(answer) == {
+        "question",
+        "status",
+        "quotes",
+        "threshold",
+        "index_version",
+        "took_ms",
+    }
     assert answer["status"] == "answered" and 1 <= len(answer["quotes"]) <= 2
     quote = answer["quotes"][0]
     assert set(quote) >= DESIGN_QUOTE_FIELDS
@@ -80,6 +87,11 @@ def test_unanswerable_question_says_so(home: Path) -> None:
     assert "No answer in the documents" in result.stdout
     as_json = json.loads(run(home, "ask", "--json", "What is the capital of France?").stdout)
     assert as_json["status"] == "no_answer"
+    closest = as_json["quotes"][0]
+    assert closest["closest_match"] and closest["score"] < as_json["threshold"]
+    # the score beside the threshold, told apart at the precision shown
+    shown = re.search(r"score ([\d.-]+), below the answer threshold ([\d.-]+)", result.stdout)
+    assert shown and float(shown[1]) < float(shown[2]), result.stdout
 
 
 def test_index_reports_and_documents_lists(home: Path, tmp_path: Path) -> None:

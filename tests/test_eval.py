@@ -234,6 +234,7 @@ def _result(question: Question, score: float) -> QueryResult:
         question=question.question,
         status="answered",
         quotes=[quote],
+        threshold=0.5,
         index_version="v",
         took_ms=1.0,
     )

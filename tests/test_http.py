@@ -263,7 +263,14 @@ def test_openapi_answer_schema_matches_the_design(server: LiveServer) -> None:
     schema = httpx.get(f"{server.url}/openapi.json").json()
     components = schema["components"]["schemas"]
     answer = components["Answer"]
-    assert set(answer["required"]) == {"question", "status", "quotes", "index_version", "took_ms"}
+    assert set(answer["required"]) == {
+        "question",
+        "status",
+        "quotes",
+        "threshold",
+        "index_version",
+        "took_ms",
+    }
     assert answer["properties"]["status"]["enum"] == ["answered", "no_answer"]
     quote = components["Quote"]
     assert set(quote["properties"]) >= DESIGN_QUOTE_FIELDS

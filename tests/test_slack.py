@@ -451,7 +451,14 @@ def test_twenty_quotes_fit_slack_budgets() -> None:
         )
         for i in range(1, 21)
     ]
-    answer = Answer(question="q", status="answered", quotes=quotes, index_version="v", took_ms=1.0)
+    answer = Answer(
+        question="q",
+        status="answered",
+        quotes=quotes,
+        threshold=0.5,
+        index_version="v",
+        took_ms=1.0,
+    )
     text, blocks = answer_message(answer, "key")
     sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
     assert len(blocks) <= MAX_BLOCKS and all(len(s) <= SECTION_LIMIT for s in sections)
