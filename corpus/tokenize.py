@@ -53,38 +53,40 @@ class KeywordTokenizer:
         self._stop = frozenset(STOPWORDS_EN) if self.settings.stop_words else frozenset()
 
     def tokenize(self, text: str) -> list[str]:
-        tokens: list[str] = []
-        position = 0
-        for run in _JAPANESE_RUN.finditer(text):
-            tokens.extend(self._latin(text[position : run.start()]))
-            tokens.extend(self._japanese(run.group()))
-            position = run.end()
-        tokens.extend(self._latin(text[position:]))
-        return tokens
+        return [token for token, _ in self.terms(text)]
 
     def tokenize_many(self, texts: list[str]) -> list[list[str]]:
         return [self.tokenize(text) for text in texts]
 
-    def _latin(self, text: str) -> list[str]:
-        words = [w.lower() for w in _WORD.findall(text)]
+    def terms(self, text: str) -> list[tuple[str, str]]:
+        """Each token with the word it was read from, as written (for showing a reader which
+        of their words matched, not the stems)."""
+        terms: list[tuple[str, str]] = []
+        position = 0
+        for run in _JAPANESE_RUN.finditer(text):
+            terms.extend(self._latin(text[position : run.start()]))
+            terms.extend(self._japanese_analyzer(run.group()))
+            position = run.end()
+        terms.extend(self._latin(text[position:]))
+        return terms
+
+    def _latin(self, text: str) -> list[tuple[str, str]]:
+        words = _WORD.findall(text)
         if self.settings.split_hyphens:
             words = [
                 part for w in words for part in ([w] if _HAS_DIGIT.search(w) else w.split("-"))
             ]
-        words = [w for w in words if w not in self._stop]
+        terms = [(w.lower(), w) for w in words if w.lower() not in self._stop]
         if self._stemmer is None:
-            return words
+            return terms
         # Identifiers and numbers are matched exactly; only plain words are stemmed.
         return [
-            w if _HAS_DIGIT.search(w) or not w.isalpha() else self._stemmer.stemWord(w)
-            for w in words
+            (w if _HAS_DIGIT.search(w) or not w.isalpha() else self._stemmer.stemWord(w), typed)
+            for w, typed in terms
         ]
 
-    def _japanese(self, text: str) -> list[str]:
-        return self._japanese_analyzer(text)
-
     @cached_property
-    def _japanese_analyzer(self) -> Callable[[str], list[str]]:
+    def _japanese_analyzer(self) -> Callable[[str], list[tuple[str, str]]]:
         wanted = self.settings.japanese
         if wanted == "fugashi":
             try:
@@ -99,32 +101,33 @@ class KeywordTokenizer:
         return _bigrams
 
 
-def _sudachi() -> Callable[[str], list[str]]:
+def _sudachi() -> Callable[[str], list[tuple[str, str]]]:
     from sudachipy import Dictionary, SplitMode
 
     tokenizer = Dictionary(dict="core").tokenizer(mode=SplitMode.B)
     lock = threading.Lock()  # a Sudachi tokenizer must not be used by two threads at once
 
-    def analyse(text: str) -> list[str]:
+    def analyse(text: str) -> list[tuple[str, str]]:
         with lock:
-            morphemes = tokenizer.tokenize(text)
             return [
-                m.normalized_form() for m in morphemes if m.part_of_speech()[0] not in _SKIPPED_POS
+                (m.normalized_form(), m.surface())
+                for m in tokenizer.tokenize(text)
+                if m.part_of_speech()[0] not in _SKIPPED_POS
             ]
 
     return analyse
 
 
-def _fugashi() -> Callable[[str], list[str]]:
+def _fugashi() -> Callable[[str], list[tuple[str, str]]]:
     import fugashi
 
     tagger = fugashi.Tagger()
     lock = threading.Lock()  # MeCab's tagger keeps state between calls
 
-    def analyse(text: str) -> list[str]:
+    def analyse(text: str) -> list[tuple[str, str]]:
         with lock:
             return [
-                word.feature.lemma or word.surface
+                (word.feature.lemma or word.surface, word.surface)
                 for word in tagger(text)
                 if word.feature.pos1 not in _SKIPPED_POS
             ]
@@ -132,7 +135,7 @@ def _fugashi() -> Callable[[str], list[str]]:
     return analyse
 
 
-def _bigrams(text: str) -> list[str]:
+def _bigrams(text: str) -> list[tuple[str, str]]:
     if len(text) == 1:
-        return [text]
-    return [text[i : i + 2] for i in range(len(text) - 1)]
+        return [(text, text)]
+    return [(text[i : i + 2], text[i : i + 2]) for i in range(len(text) - 1)]

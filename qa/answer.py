@@ -17,7 +17,9 @@ class Explanation(BaseModel):
     bm25_score: float
     fused_score: float | None = Field(description="hybrid fusion score (hybrid mode)")
     rerank_score: float | None = Field(description="second-stage score, when a reranker ran")
-    matched_terms: list[str] = Field(description="question keywords found in the passage")
+    matched_terms: list[str] = Field(
+        description="the question's words (as typed) whose keywords the passage holds"
+    )
 
 
 class Quote(BaseModel):

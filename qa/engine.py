@@ -431,7 +431,9 @@ class Verbatim:
             rerank_score=(
                 None if candidate.rerank_score is None else round(candidate.rerank_score, 4)
             ),
-            matched_terms=sorted({t for t in query.tokens if t in words}),
+            matched_terms=list(
+                dict.fromkeys(w for t, w in self.tokenizer.terms(query.text) if t in words)
+            ),
         )
 
     def documents(self) -> list[Document]:

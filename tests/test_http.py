@@ -108,7 +108,7 @@ def test_mode_and_explain_fields(server: LiveServer, mode: str) -> None:
     body = {"question": TROOPS, "mode": mode, "explain": True}
     answer = httpx.post(f"{server.url}/v1/ask", json=body).json()
     explain = answer["quotes"][0]["explain"]
-    assert explain["mode"] == mode and "deploy" in explain["matched_terms"]
+    assert explain["mode"] == mode and "deployed" in explain["matched_terms"]
     assert (explain["bm25_rank"] is not None) == (mode != "dense")
     found = httpx.post(f"{server.url}/v1/search", json=body).json()
     assert found["passages"][0]["explain"]["mode"] == mode

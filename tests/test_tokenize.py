@@ -60,3 +60,16 @@ def test_mixed_text_keeps_each_script_rule() -> None:
 
 def test_text_without_words_has_no_tokens() -> None:
     assert KeywordTokenizer().tokenize(" …, — !? ") == []
+
+
+@pytest.mark.parametrize("analyzer", ["sudachi", "fugashi"])
+def test_each_token_keeps_the_word_as_written(analyzer: str) -> None:
+    """What `--explain` shows a reader: their words, not stems or dictionary forms."""
+    tokenizer = KeywordTokenizer(TokenizerSettings(japanese=analyzer))  # type: ignore[arg-type]
+    terms = dict(tokenizer.terms("Forces deployed to the Asia-Pacific, 基づき F-35"))
+    assert terms["forc"] == "Forces" and terms["deploy"] == "deployed"
+    assert terms["pacif"] == "Pacific" and terms["f-35"] == "F-35"
+    assert terms["基づく"] == "基づき"
+    assert [t for t, _ in tokenizer.terms("Forces deployed")] == tokenizer.tokenize(
+        "Forces deployed"
+    )
