@@ -26,7 +26,7 @@ from qa.engine import DocumentNotFoundError, Verbatim
 from qa.evaluation.docqa import DocQASlice
 from qa.filters import Filters
 from qa.index import BuildProgress, BuildReport, VerbatimIndexError
-from qa.logs import configure_logging
+from qa.logs import LogFormat, configure_logging
 from qa.quote_scorer import QuoteModelError
 from qa.retriever import Mode
 from qa.settings import Settings
@@ -55,7 +55,7 @@ def _settings(**extra: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", code=2)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     return settings
 
 
@@ -92,14 +92,22 @@ def _options(
         typer.Option(help="Sentence-transformers model name or path \\[env: VERBATIM_MODEL]."),
     ] = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log progress as JSON lines on stderr.")
+        bool, typer.Option("--verbose", "-v", help="Log progress too, not only problems.")
     ] = False,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            help="Logs on stderr: human lines, or JSON objects for scripts"
+            " \\[env: VERBATIM_LOG_FORMAT; default human]."
+        ),
+    ] = None,
 ) -> None:
     _State.overrides = {
         "home": home,
         "index_dir": index_dir,
         "model": model,
         "log_level": "INFO" if verbose else None,
+        "log_format": log_format,
     }
 
 
@@ -451,8 +459,9 @@ def serve(
     from bots.http import create_app
 
     settings = _settings(host=host, port=port)
-    if logging.getLevelNamesMapping()[settings.log_level] > logging.INFO:
-        configure_logging("INFO")  # a server keeps its access log
+    # A server logs JSON for collectors, and keeps its access log (INFO)
+    level = min(logging.getLevelNamesMapping()[settings.log_level], logging.INFO)
+    configure_logging(logging.getLevelName(level), log_format="json")
     try:
         web_app = create_app(settings)
     except QuoteModelError as exc:

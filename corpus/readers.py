@@ -7,6 +7,7 @@ exception escape, so one bad file cannot stop a whole index run.
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,6 +128,9 @@ def _read_html(path: Path, data: bytes) -> RawText:
 def _read_pdf(path: Path, data: bytes) -> RawText:
     from pypdf import PdfReader
 
+    # pypdf logs what it repairs or cannot read; a file it cannot read is reported once, as
+    # the skipped document, not again as its log lines
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     reader = PdfReader(io.BytesIO(data))
     pages = [page.extract_text() or "" for page in reader.pages]
     metadata: dict[str, Any] = {"pages": len(pages)}

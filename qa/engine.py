@@ -107,7 +107,8 @@ class Verbatim:
         self.reload()
         report.unread_languages = self._unread_languages()
         if report.unread_languages:
-            _log.warning(
+            # at INFO: the report carries it, and each door tells its user once
+            _log.info(
                 "documents_in_unread_languages",
                 model=self.encoder.model_id,
                 documents=report.unread_languages,

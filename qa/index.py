@@ -442,7 +442,8 @@ class IndexBuilder:
             document = sandbox.read(source)
         except DocumentError as error:
             report.failed.append(error)
-            log.warning("document_skipped", path=error.path, reason=error.reason)
+            # at INFO: the report lists it, and the door tells its user once
+            log.info("document_skipped", path=error.path, reason=error.reason)
             return None
         sentences, chunks = chunk_document(document, self.chunker)
         return IndexedDocument(document, sentences, chunks, source.content_hash)

@@ -1,21 +1,31 @@
-"""Structured logs: one JSON object per line on stderr, so stdout stays clean for `--json`."""
+"""Structured logs on stderr, so stdout stays clean for `--json`: one JSON object per line
+(servers, scripts: `VERBATIM_LOG_FORMAT=json`), or one plain line per event for a person at a
+terminal (`human`, the CLI's default)."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO, cast
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 
+LogFormat = Literal["human", "json"]
 
-def configure_logging(level: str = "WARNING", stream: TextIO | None = None) -> None:
+
+def configure_logging(
+    level: str = "WARNING", stream: TextIO | None = None, log_format: LogFormat = "json"
+) -> None:
+    renderer: list[Any] = (
+        [structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer()]
+        if log_format == "json"
+        else [structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)]
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
+            *renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
         logger_factory=structlog.PrintLoggerFactory(file=stream or cast(TextIO, _Stderr())),

@@ -17,6 +17,7 @@ from corpus.tokenize import JapaneseAnalyzer, TokenizerSettings
 from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from embeddings.encoder import DEFAULT_MODEL, EncoderConfig
 from embeddings.store import DEFAULT_HNSW_THRESHOLD, StoreConfig
+from qa.logs import LogFormat
 from qa.quote_scorer import ScorerKind
 from qa.rerank import RerankerKind, RerankSettings
 from qa.retriever import Fusion, Mode
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     parse_timeout_s: float = Field(60, gt=0)  # per document; a longer parse is stopped
     parse_memory_mb: int = Field(2048, ge=256)  # address space of the parsing process
     log_level: str = "WARNING"
+    # human: a plain line per event (a person at a terminal); json: one object per line (log
+    # collectors, scripts). The server always logs JSON.
+    log_format: LogFormat = "human"
     # HTTP door
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

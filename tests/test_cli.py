@@ -105,11 +105,15 @@ def test_index_reports_and_documents_lists(home: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["added"] == ["note"] and report["failed"][0]["path"].endswith("bad.pdf")
-    assert "skipped" in result.stderr and "bad.pdf" in result.stderr
+    assert "skipped" in result.stderr and result.stderr.count("bad.pdf") == 1  # said once
     listing = json.loads(run(home, "documents", "--json").stdout)
     assert [d["doc_id"] for d in listing] == ["note"]
     again = run(home, "index", str(corpus))
     assert "1 unchanged" in again.stdout and "already up to date" in again.stdout
+    (corpus / "note.md").write_text("# Note\n\nThe review moved to April.", encoding="utf-8")
+    logged = run(home, "-v", "--log-format", "json", "index", str(corpus))
+    events = [json.loads(line) for line in logged.stderr.splitlines() if line.startswith("{")]
+    assert {"document_skipped", "index_built"} <= {e["event"] for e in events}, logged.stderr
     assert report["unread_languages"] == {} and "cannot read" not in again.stderr
 
 
