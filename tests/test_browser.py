@@ -92,3 +92,30 @@ def test_document_markup_is_shown_not_run(browser: Browser, live: LiveServer) ->
     assert '<img src=x onerror="window.pwned = 2">' in quotes
     assert page.evaluate("window.pwned") is None
     assert page.locator("blockquote script, blockquote img").count() == 0
+
+
+def test_the_newest_answer_is_shown_above_the_input_bar(browser: Browser, live: LiveServer) -> None:
+    page = browser.new_page(viewport={"width": 800, "height": 600})
+    page.goto(live.url)
+    questions = [
+        "How many U.S. military personnel are forward deployed in the region?",
+        "Which guidelines would the two governments review?",
+        "What is the cornerstone of regional peace and security?",
+    ]
+    for n, question in enumerate(questions):
+        page.fill("#question", question)
+        page.press("#question", "Enter")
+        answer = page.locator(".exchange").nth(n).locator(".answer")
+        expect(answer).not_to_contain_text("Searching")
+    # a condition, polled by the browser: the last answer's end sits above the fixed form
+    page.wait_for_function(
+        """() => {
+            const answers = document.querySelectorAll(".exchange .answer");
+            const last = answers[answers.length - 1].getBoundingClientRect();
+            const form = document.getElementById("ask").getBoundingClientRect();
+            return last.bottom <= form.top && last.bottom > 0;
+        }""",
+        timeout=10_000,
+    )
+    icon = page.request.get(f"{live.url}/favicon.ico")
+    assert icon.ok and icon.headers["content-type"].startswith("image/svg+xml")

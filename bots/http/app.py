@@ -192,6 +192,10 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(static / "index.html", headers=_PAGE_HEADERS)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # browsers ask for it whatever the page links
+        return FileResponse(static / "favicon.svg", media_type="image/svg+xml")
+
     app.mount("/static", StaticFiles(directory=static), name="static")
     _add_error_handlers(app)
     if settings.cors_origin_list:

@@ -63,7 +63,7 @@ async function ask(question) {
   const answerBox = el("div", "answer", "Searching…");
   entry.append(el("p", "question", question), answerBox);
   history.append(entry);
-  entry.scrollIntoView({ behavior: "smooth", block: "end" });
+  showAboveForm(entry);
   const headers = { "Content-Type": "application/json" };
   if (keyInput.value) headers["Authorization"] = "Bearer " + keyInput.value;
   try {
@@ -78,6 +78,14 @@ async function ask(question) {
   } catch (error) {
     answerBox.replaceChildren(el("p", "error", "The server could not be reached."));
   }
+  showAboveForm(entry);
+}
+
+function showAboveForm(entry) {
+  // The answer is taller than the "Searching…" line it replaced: bring its end into view,
+  // above the input bar that stays fixed at the bottom.
+  entry.style.scrollMarginBottom = form.offsetHeight + 16 + "px";
+  entry.scrollIntoView({ block: "end" });
 }
 
 form.addEventListener("submit", (event) => {
