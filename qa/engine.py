@@ -40,6 +40,12 @@ from qa.rerank import Reranker, make_reranker
 from qa.retriever import Candidate, Mode, Query, Selection, make_retriever
 from qa.settings import Settings
 
+# Answered by the default configuration (eval/seed_questions.jsonl: s01, s04, j01)
+SEED_EXAMPLES = (
+    "How many U.S. military personnel are forward deployed in the region?",
+    "Where and when was the 2+2 Security Consultative Committee meeting held?",
+    "地域に前方展開している米軍の兵力はどのくらいですか?",
+)
 _log = get_logger("verbatim.engine")
 
 
@@ -436,6 +442,15 @@ class Verbatim:
                 dict.fromkeys(w for t, w in self.tokenizer.terms(query.text) if t in words)
             ),
         )
+
+    def example_questions(self) -> list[str]:
+        """Questions to offer someone who has not asked yet: the configured ones, or, over the
+        packaged seed documents, a few the seed set shows answered."""
+        if self.settings.example_questions:
+            return list(self.settings.example_questions)
+        seeds = {path.stem for path in default_corpus_dir().glob("*.txt")}
+        indexed = set(self.index.documents)
+        return list(SEED_EXAMPLES) if indexed and indexed <= seeds else []
 
     def documents(self) -> list[Document]:
         return sorted(self.index.documents.values(), key=lambda d: d.doc_id)

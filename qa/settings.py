@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # hand-weighted mix
     quote_scorer: ScorerKind = "learned"
     quote_model: Path | None = None  # a ranker file of one's own (`python -m qa.training --out`)
+    # What the chat page offers to ask before the first question (a JSON list in the
+    # environment); empty: the seed set's, when the seed documents are what is indexed
+    example_questions: list[str] = Field(default_factory=list)
     quote_keyword_weight: float = Field(0.3, ge=0.0, le=1.0)  # the hand mix's keyword share
     vector_store: Literal["faiss", "milvus"] = "faiss"
     milvus_uri: str = "http://127.0.0.1:19530"

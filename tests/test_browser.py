@@ -17,6 +17,7 @@ from qa.settings import Settings
 from .conftest import seeds_with
 from .live_server import LiveServer
 
+TROOPS = "How many U.S. military personnel are forward deployed in the region?"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = (
     "Hostile notes\n\n"
@@ -48,7 +49,11 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[LiveServer]:
     corpus = seeds_with(tmp_path_factory.mktemp("browser-corpus"), "hostile.txt", HOSTILE)
-    settings = Settings(home=tmp_path_factory.mktemp("browser-home"), rate_limit="")
+    settings = Settings(
+        home=tmp_path_factory.mktemp("browser-home"),
+        rate_limit="",
+        example_questions=[TROOPS],
+    )
     engine = Verbatim(settings, encoder)
     engine.build_index([corpus])
     with LiveServer(create_app(settings, engine)) as server:
@@ -119,3 +124,20 @@ def test_the_newest_answer_is_shown_above_the_input_bar(browser: Browser, live: 
     )
     icon = page.request.get(f"{live.url}/favicon.ico")
     assert icon.ok and icon.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_an_empty_page_says_what_is_indexed_and_offers_questions(
+    browser: Browser, live: LiveServer
+) -> None:
+    page = browser.new_page()
+    page.goto(live.url)
+    intro = page.locator("#intro")
+    expect(intro).to_contain_text("3 documents indexed (3 in English)")
+    expect(intro.locator(".titles")).to_contain_text("Japan-U.S. Joint Declaration on Security")
+    examples = intro.locator("button.example")
+    expect(examples).to_have_text([TROOPS])  # VERBATIM_EXAMPLE_QUESTIONS
+    examples.first.click()  # asks it
+    expect(intro).to_be_hidden()  # the conversation replaces it
+    first = page.locator(".exchange").first
+    expect(first.locator(".question")).to_have_text(TROOPS)
+    expect(first.locator("blockquote").first).to_contain_text("about 100,000 forward deployed")

@@ -299,3 +299,28 @@ def test_cors_allows_only_configured_origins(start: Callable[..., LiveServer]) -
         f"{live.url}/v1/ask", headers={"Origin": "https://evil.example", **preflight}
     )
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_examples_offered_over_the_seeds_are_answered(server: LiveServer) -> None:
+    questions = httpx.get(f"{server.url}/v1/examples").json()["questions"]
+    assert len(questions) >= 2 and any(not q.isascii() for q in questions)  # English and Japanese
+    for question in questions:
+        answer = httpx.post(f"{server.url}/v1/ask", json={"question": question}).json()
+        assert answer["status"] == "answered", question
+
+
+def test_configured_examples_replace_the_seed_ones(start: Callable[..., LiveServer]) -> None:
+    live = start(example_questions=["When is the budget review?"], rate_limit="")
+    live.wait_ready()
+    examples = httpx.get(f"{live.url}/v1/examples").json()
+    assert examples == {"questions": ["When is the budget review?"]}
+
+
+def test_no_examples_are_made_up_for_other_documents(
+    tmp_path: Path, make_engine: Callable[..., Verbatim]
+) -> None:
+    engine = make_engine()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "note.md").write_text("# Note\n\nThe budget review is in March.\n")
+    engine.build_index([tmp_path / "docs"])
+    assert engine.example_questions() == []

@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 
 from bots.http.guard import RequestGuard
 from bots.http.metrics import Metrics
-from bots.http.schemas import AskRequest, DocumentFull, DocumentSummary, ErrorBody
+from bots.http.schemas import AskRequest, DocumentFull, DocumentSummary, ErrorBody, Examples
 from bots.slack.adapter import SlackAdapter
 from bots.slack.settings import SlackSettings
 from corpus.models import Document
@@ -144,6 +144,10 @@ def create_app(
     @v1.get("/documents", response_model=list[DocumentSummary], summary="Indexed documents")
     async def documents() -> list[DocumentSummary]:
         return [DocumentSummary(**_summary(d)) for d in await in_worker(engine.documents)]
+
+    @v1.get("/examples", response_model=Examples, summary="Questions to offer a new user")
+    async def examples() -> Examples:
+        return Examples(questions=await in_worker(engine.example_questions))
 
     @v1.get(
         "/documents/{doc_id}",

@@ -51,6 +51,12 @@ class DocumentSummary(BaseModel):
     metadata: dict[str, Any]
 
 
+class Examples(BaseModel):
+    questions: list[str] = Field(
+        description="what the chat page offers to ask first (VERBATIM_EXAMPLE_QUESTIONS)"
+    )
+
+
 class DocumentFull(DocumentSummary):
     text: str = Field(description="the text every quote's char_start/char_end index into")
 

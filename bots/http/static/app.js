@@ -6,6 +6,8 @@ const form = document.getElementById("ask");
 const input = document.getElementById("question");
 const keyInput = document.getElementById("api-key");
 const history = document.getElementById("history");
+const intro = document.getElementById("intro");
+const LANGUAGES = { en: "English", ja: "Japanese" };
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -58,16 +60,67 @@ function renderAnswer(answer, target) {
   }
 }
 
+function headers() {
+  const headers = { "Content-Type": "application/json" };
+  if (keyInput.value) headers["Authorization"] = "Bearer " + keyInput.value;
+  return headers;
+}
+
+async function showIntro() {
+  // Before the first question: what is indexed, and a few questions to start from.
+  try {
+    const [documents, examples] = await Promise.all(
+      ["/v1/documents", "/v1/examples"].map((url) => fetch(url, { headers: headers() })),
+    );
+    if (documents.status === 401) keyInput.classList.remove("hidden");
+    if (!documents.ok || !examples.ok) return;
+    renderIntro(await documents.json(), (await examples.json()).questions);
+  } catch (error) {
+    // the page still works without the introduction
+  }
+}
+
+function renderIntro(documents, questions) {
+  const counts = {};
+  for (const d of documents) counts[d.lang] = (counts[d.lang] || 0) + 1;
+  const languages = Object.entries(counts)
+    .map(([lang, n]) => `${n} in ${LANGUAGES[lang] || lang}`)
+    .join(", ");
+  const noun = documents.length === 1 ? "document" : "documents";
+  intro.replaceChildren(
+    el("p", "indexed", `${documents.length} ${noun} indexed (${languages}):`),
+  );
+  const titles = el("ul", "titles");
+  for (const d of documents.slice(0, 8)) titles.append(el("li", null, d.title));
+  if (documents.length > 8) titles.append(el("li", "meta", `and ${documents.length - 8} more`));
+  intro.append(titles);
+  if (questions.length) {
+    intro.append(el("p", "try", "Try:"));
+    const list = el("div", "examples");
+    for (const question of questions) {
+      const button = el("button", "example", question);
+      button.type = "button";
+      button.addEventListener("click", () => ask(question));
+      list.append(button);
+    }
+    intro.append(list);
+  }
+  intro.classList.toggle("hidden", history.children.length > 0);
+}
+
 async function ask(question) {
+  intro.classList.add("hidden");
   const entry = el("li", "exchange");
   const answerBox = el("div", "answer", "Searching…");
   entry.append(el("p", "question", question), answerBox);
   history.append(entry);
   showAboveForm(entry);
-  const headers = { "Content-Type": "application/json" };
-  if (keyInput.value) headers["Authorization"] = "Bearer " + keyInput.value;
   try {
-    const response = await fetch("/v1/ask", { method: "POST", headers, body: JSON.stringify({ question }) });
+    const response = await fetch("/v1/ask", {
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({ question }),
+    });
     const body = await response.json();
     if (!response.ok) {
       if (response.status === 401) keyInput.classList.remove("hidden");
@@ -87,6 +140,9 @@ function showAboveForm(entry) {
   entry.style.scrollMarginBottom = form.offsetHeight + 16 + "px";
   entry.scrollIntoView({ block: "end" });
 }
+
+keyInput.addEventListener("change", showIntro);
+showIntro();
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
