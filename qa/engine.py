@@ -163,6 +163,13 @@ class Verbatim:
             list(paths) if paths else [default_corpus_dir()], shard, shards, progress
         )
 
+    def prepare_models(self) -> None:
+        """Load every model a question may need, the encoder and the cross-lingual reader,
+        converting and exporting them into the models folder on first use (about 40 s and
+        1.5 GB for the reader): a later process's first question only loads them."""
+        self.encoder.load()
+        self.cross_lingual_reader  # noqa: B018 - loading is the point
+
     def ensure_index(self, progress: BuildProgress | None = None) -> BuildReport | None:
         """Build the default corpus when no index exists yet, so asking works with no setup."""
         if current_version_dir(self.settings.resolved_index_dir) is not None:

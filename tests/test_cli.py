@@ -173,3 +173,23 @@ def test_shard_option_explains_its_format_and_what_it_needs(home: Path) -> None:
     assert unshared.returncode == 1, unshared.stderr
     assert "VERBATIM_VECTOR_STORE=milvus" in unshared.stderr
     assert "Traceback" not in unshared.stderr
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(f.relative_to(folder)): f.stat().st_size for f in folder.rglob("*") if f.is_file()}
+
+
+def test_index_prepares_every_model_so_no_question_waits_for_one(tmp_path: Path) -> None:
+    home, models = tmp_path / "home", tmp_path / "models"  # a fresh models folder
+    env = {"VERBATIM_MODELS_DIR": str(models)}
+    indexed = run(home, "index", **env)
+    assert indexed.returncode == 0, indexed.stderr
+    assert f"written to {models}" in indexed.stderr  # what is written where, and its size
+    listing = json.loads(run(home, "models", "--json", **env).stdout)
+    assert listing["folder"] == str(models)
+    described = " ".join(m["what"] for m in listing["models"])
+    assert "multilingual-e5-small" in described and "ONNX graph" in described
+    prepared = _files(models)
+    asked = run(home, "ask", "地域に前方展開している米軍の兵力はどのくらいですか?", **env)
+    assert asked.returncode == 0 and "100,000" in asked.stdout, asked.stderr
+    assert _files(models) == prepared  # the cold process's first question prepared nothing
