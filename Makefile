@@ -29,9 +29,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The browser test drives Debian's Chromium with Playwright (no browser download).
+# The browser test drives Debian's Chromium with Playwright (no browser download), with a
+# font that covers Japanese so the page test sees real glyphs.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null && fc-list | grep -q "Noto Sans CJK" || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk)
 
 # Quality floors on our question set, just under what the current code measures
 # (docs/benchmarks.md): a change that loses answers fails `make test`.

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
@@ -141,3 +142,49 @@ def test_an_empty_page_says_what_is_indexed_and_offers_questions(
     first = page.locator(".exchange").first
     expect(first.locator(".question")).to_have_text(TROOPS)
     expect(first.locator("blockquote").first).to_contain_text("about 100,000 forward deployed")
+
+
+def test_a_quote_opens_highlighted_in_its_document_and_copies_with_its_citation(
+    browser: Browser, live: LiveServer
+) -> None:
+    context = browser.new_context()
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
+    page = context.new_page()
+    page.goto(live.url)
+    page.fill("#question", TROOPS)
+    page.press("#question", "Enter")
+    quote = page.locator(".exchange .quote").first
+    expect(quote.locator("blockquote")).to_contain_text("about 100,000")
+    quoted = quote.locator("blockquote").inner_text()
+
+    quote.locator("button.copy").click()
+    expect(quote.locator("button.copy")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert quoted in copied and "Japan-U.S. Joint Declaration on Security" in copied
+
+    link = quote.locator("a.open").get_attribute("href")
+    assert link and link.startswith("/documents/001_dd8c4ca6def8021f#chars=")
+    start, end = map(int, link.split("#chars=")[1].split("-"))
+    page.goto(live.url + link)  # a stable address: what a Slack message or an e-mail links to
+    expect(page.locator("#title")).to_have_text("Japan-U.S. Joint Declaration on Security")
+    expect(page.locator("#text mark")).to_have_text(quoted)
+    text = httpx.get(f"{live.url}/v1/documents/001_dd8c4ca6def8021f").json()["text"]
+    assert text[start:end] == quoted  # the highlight is the quote's own offsets
+    expect(page.locator("#text mark")).to_be_in_viewport()
+    context.close()
+
+
+def test_japanese_text_is_drawn_with_a_japanese_font(browser: Browser, live: LiveServer) -> None:
+    page = browser.new_page()
+    page.goto(live.url)
+    page.fill("#question", "地域に前方展開している米軍の兵力はどのくらいですか?")
+    page.press("#question", "Enter")
+    expect(page.locator(".exchange .question")).to_be_visible()
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": ".exchange .question"})
+    fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})["fonts"]
+    families = {f["familyName"] for f in fonts if f["glyphCount"] > 0}
+    assert any("CJK" in family or "JP" in family for family in families), families

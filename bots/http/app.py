@@ -196,6 +196,12 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(static / "index.html", headers=_PAGE_HEADERS)
 
+    @app.get("/documents/{doc_id}", include_in_schema=False)
+    async def document_page(doc_id: str) -> FileResponse:
+        """A document, whole, with the quote of `#chars=START-END` highlighted (the page
+        reads the text from /v1/documents/{doc_id}, under the same access rules)."""
+        return FileResponse(static / "document.html", headers=_PAGE_HEADERS)
+
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:  # browsers ask for it whatever the page links
         return FileResponse(static / "favicon.svg", media_type="image/svg+xml")

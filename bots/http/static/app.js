@@ -16,6 +16,34 @@ function el(tag, className, text) {
   return node;
 }
 
+function documentLink(quote) {
+  // A stable address of the quote: its document, highlighted at its offsets
+  return `/documents/${encodeURIComponent(quote.doc_id)}#chars=${quote.char_start}-${quote.char_end}`;
+}
+
+function citation(quote) {
+  const where = [quote.title, quote.date, quote.source, quote.url].filter(Boolean).join(", ");
+  return `“${quote.text}” (${where}; characters ${quote.char_start}–${quote.char_end})`;
+}
+
+function quoteActions(quote) {
+  const actions = el("div", "actions");
+  const open = el("a", "open", "Open in document");
+  open.href = documentLink(quote);
+  const copy = el("button", "copy", "Copy with citation");
+  copy.type = "button";
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(citation(quote));
+      copy.textContent = "Copied";
+    } catch (error) {
+      copy.textContent = "Copy failed";
+    }
+  });
+  actions.append(open, copy);
+  return actions;
+}
+
 function sourceLine(quote) {
   const line = el("div", "source");
   const title = quote.url ? el("a", "title", quote.title) : el("span", "title", quote.title);
@@ -52,7 +80,7 @@ function renderAnswer(answer, target) {
   }
   for (const quote of answer.quotes) {
     const item = el("figure", "quote");
-    item.append(el("blockquote", null, quote.text), sourceLine(quote));
+    item.append(el("blockquote", null, quote.text), sourceLine(quote), quoteActions(quote));
     const details = el("details");
     details.append(el("summary", null, "Passage"), passageWithQuote(quote));
     item.append(details);
@@ -62,7 +90,10 @@ function renderAnswer(answer, target) {
 
 function headers() {
   const headers = { "Content-Type": "application/json" };
-  if (keyInput.value) headers["Authorization"] = "Bearer " + keyInput.value;
+  if (keyInput.value) {
+    headers["Authorization"] = "Bearer " + keyInput.value;
+    sessionStorage.setItem("verbatim-api-key", keyInput.value); // for the document view
+  }
   return headers;
 }
 
