@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # collectors, scripts). The server always logs JSON.
     log_format: LogFormat = "human"
     # HTTP door
+    # Where people reach this deployment's pages (e.g. https://verbatim.example.com): Slack
+    # answers then link each quote to its document view there
+    public_url: str = Field("", pattern=r"^(https?://[^\s<>|]+)?$")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_keys: str = ""  # comma-separated; when set, every /v1 route needs one

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -69,7 +70,13 @@ class Bot:
 def bot(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[Bot]:
     corpus = seeds_with(tmp_path_factory.mktemp("slack-corpus"), "hostile.txt", HOSTILE)
     home = tmp_path_factory.mktemp("slack-home")
-    settings = Settings(home=home, rate_limit="", slack_user_rate="", slack_channel_rate="")
+    settings = Settings(
+        home=home,
+        rate_limit="",
+        slack_user_rate="",
+        slack_channel_rate="",
+        public_url=PUBLIC_URL,
+    )
     engine = Verbatim(settings, encoder)
     engine.build_index([corpus])
     api = FakeSlackAPI()
@@ -78,6 +85,9 @@ def bot(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[
         server.wait_ready()
         yield Bot(api, SlackDriver(f"{server.url}/slack/events", api), engine, home)
     api.close()
+
+
+PUBLIC_URL = "https://verbatim.example.com"
 
 
 def _quotes(message: dict[str, Any]) -> list[str]:
@@ -117,6 +127,11 @@ def test_mention_answers_in_thread_with_exact_quotes(bot: Bot) -> None:
     context = json.dumps(reply["blocks"], ensure_ascii=False)
     assert "Japan-U.S. Joint Declaration on Security" in context and "§ (2) (ii)" in context
     assert any(b["type"] == "actions" for b in reply["blocks"])  # feedback buttons
+    # each quote links to the document view at its offsets (VERBATIM_PUBLIC_URL)
+    links = re.findall(rf"<{PUBLIC_URL}/documents/([^#|]+)#chars=(\d+)-(\d+)\|", context)
+    assert len(links) == len(quotes)
+    doc_id, start, end = links[0]
+    assert bot.engine.document(doc_id).text[int(start) : int(end)] == quotes[0].rstrip("…")
     reactions = [(m, c["timestamp"]) for m, c in bot.api.calls if m.startswith("reactions.")]
     assert ("reactions.add", ts) in reactions and ("reactions.remove", ts) in reactions
 

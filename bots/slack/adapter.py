@@ -182,7 +182,13 @@ class SlackAdapter:
             return
         answer = self.engine.ask(question)
         key = self.feedback.remember(answer, command.get("user_id"), command.get("channel_id"))
-        text, blocks = answer_message(answer, key, self.settings.slack_show_closest, feedback=False)
+        text, blocks = answer_message(
+            answer,
+            key,
+            self.settings.slack_show_closest,
+            feedback=False,
+            public_url=self.settings.public_url,
+        )
         respond(text=text, blocks=[*blocks, share_block(key)], response_type="ephemeral")
 
     def _on_share(
@@ -197,7 +203,12 @@ class SlackAdapter:
                 replace_original=False,
             )
             return
-        text, blocks = answer_message(answer, action["value"], self.settings.slack_show_closest)
+        text, blocks = answer_message(
+            answer,
+            action["value"],
+            self.settings.slack_show_closest,
+            public_url=self.settings.public_url,
+        )
         user = body["user"]["id"]
         posted = self._post(
             channel=body["channel"]["id"],
@@ -242,7 +253,9 @@ class SlackAdapter:
             query = f"{earlier[-1]} {question}" if earlier else question
             answer = self.engine.ask(query)
             key = self.feedback.remember(answer, user, f"{channel}/{thread or ts}")
-            text, blocks = answer_message(answer, key, self.settings.slack_show_closest)
+            text, blocks = answer_message(
+                answer, key, self.settings.slack_show_closest, public_url=self.settings.public_url
+            )
             if self._post(channel=channel, thread_ts=thread, text=text, blocks=blocks):
                 self._remember_thread(channel, thread or ts, question)
         finally:

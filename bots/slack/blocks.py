@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote as url_quoted
 
 from qa.answer import Answer, Quote
 
@@ -40,15 +41,20 @@ def truncate(text: str, limit: int) -> str:
 
 
 def answer_message(
-    answer: Answer, key: str, show_closest: bool = False, feedback: bool = True
+    answer: Answer,
+    key: str,
+    show_closest: bool = False,
+    feedback: bool = True,
+    public_url: str = "",
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The fallback `text` and the `blocks` of an answer."""
+    """The fallback `text` and the `blocks` of an answer; with the deployment's `public_url`,
+    each quote links to its document view, highlighted at its offsets."""
     if answer.status == "no_answer":
         text = "No answer in the documents."
         blocks: list[dict[str, Any]] = [_section(f"*{text}*")]
         if show_closest and answer.quotes:
             blocks.append(_context("Closest match, below the answer threshold:"))
-            blocks += _quote_blocks(answer.quotes[0], SECTION_LIMIT)
+            blocks += _quote_blocks(answer.quotes[0], SECTION_LIMIT, public_url)
         return text, _with_feedback(blocks, key, feedback)
     blocks = []
     used = 0
@@ -58,7 +64,7 @@ def answer_message(
         # Two blocks per quote, and room left for the note and the feedback block.
         if len(blocks) + 4 > MAX_BLOCKS or room < 300:
             break
-        quote_blocks = _quote_blocks(quote, room)
+        quote_blocks = _quote_blocks(quote, room, public_url)
         blocks += quote_blocks
         used += sum(_block_chars(b) for b in quote_blocks)
         shown += 1
@@ -70,11 +76,19 @@ def answer_message(
     return text, _with_feedback(blocks, key, feedback)
 
 
-def _quote_blocks(quote: Quote, budget: int) -> list[dict[str, Any]]:
+def _quote_blocks(quote: Quote, budget: int, public_url: str) -> list[dict[str, Any]]:
     """The quote's section and its source line, together at most `budget` characters."""
     source = _source_line(quote)
+    if public_url:
+        source += f" · <{escape(quote_link(quote, public_url))}|open at the quote>"
     body = _escaped_within(quote.text, min(SECTION_LIMIT, budget - len(source)), _as_quote)
     return [_section(body), _context(source)]
+
+
+def quote_link(quote: Quote, public_url: str) -> str:
+    """The document view of `quote` on the deployment at `public_url`."""
+    base, document = public_url.rstrip("/"), url_quoted(quote.doc_id, safe="")
+    return f"{base}/documents/{document}#chars={quote.char_start}-{quote.char_end}"
 
 
 def _as_quote(text: str) -> str:
