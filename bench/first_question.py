@@ -14,7 +14,6 @@ unprepared process prepares the reader again, so the next round starts from the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,6 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.run import write_results
 from embeddings.encoder import prepared_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,9 +79,7 @@ def main() -> None:
     for kind in times:
         table.add_row(kind, f"{results[kind]['median_s']:.1f}")
     Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {args.out}")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import LoadRun, drive, metric_samples, quote_key
+from bench.run import write_results
 from bench.server import served
 from corpus.loader import default_corpus_dir
 from qa.engine import Verbatim
@@ -93,9 +94,7 @@ def main() -> None:
         "reliability": reliability,
     }
     _print(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    Console(stderr=True).print(f"wrote {args.out}")
+    write_results(results, args.out)
 
 
 def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.run import CACHE, SCIFACT, SEED_QUESTIONS, _beir_corpus
+from bench.run import CACHE, SCIFACT, SEED_QUESTIONS, _beir_corpus, write_results
 from embeddings.encoder import Encoder
 from qa.engine import Verbatim
 from qa.quote_scorer import CROSS_ENCODER_FOLDER
@@ -107,9 +107,7 @@ def main() -> None:
                 f"{values['p50_vs_learned']:.2f}",
             )
     Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {args.out}")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

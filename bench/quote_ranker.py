@@ -30,7 +30,6 @@ Sets absent from ../shared/eval/qa-train are skipped with a message.
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ from rich.console import Console
 from rich.table import Column, Table
 from scipy import stats
 
+from bench.run import write_results
 from qa.engine import Verbatim
 from qa.evaluation.docqa import DocQASlice
 from qa.quote_scorer import (
@@ -121,19 +121,25 @@ def measure(
     scorer: tuple[Scorer, Confidence], train: list[QuestionFeatures], test: list[QuestionFeatures]
 ) -> dict[str, Any]:
     threshold = calibrate_threshold(top_scores(*scorer, train), MAX_FALSE_ABSTENTION)
-    tops = top_scores(*scorer, test)
+    return _metrics(top_scores(*scorer, test), threshold)
+
+
+def _metrics(tops: list[tuple[float, bool, bool]], threshold: float | None) -> dict[str, Any]:
+    """From each question's (best quote's confidence, unanswerable, it holds an answer); with
+    no threshold, nothing abstains."""
+    cut = -np.inf if threshold is None else threshold
     answerable = [(s, hit) for s, unanswerable, hit in tops if not unanswerable]
     unanswerable = [s for s, is_unanswerable, _ in tops if is_unanswerable]
-    abstained_right = sum(s < threshold for s in unanswerable)
-    abstained_wrong = sum(s < threshold for s, _ in answerable)
+    abstained_right = sum(s < cut for s in unanswerable)
+    abstained_wrong = sum(s < cut for s, _ in answerable)
     abstained = abstained_right + abstained_wrong
     return {
         "ranked_hit@1": round(float(np.mean([hit for _, hit in answerable])), 4),
-        "hit@1": round(float(np.mean([hit and s >= threshold for s, hit in answerable])), 4),
+        "hit@1": round(float(np.mean([hit and s >= cut for s, hit in answerable])), 4),
         "abstention_precision": round(abstained_right / abstained, 4) if abstained else 0.0,
         "abstention_recall": round(abstained_right / len(unanswerable), 4) if unanswerable else 0,
         "false_abstention_rate": round(abstained_wrong / len(answerable), 4),
-        "threshold": round(threshold, 4),
+        "threshold": None if threshold is None else round(threshold, 4),
         "_hits": [int(hit) for _, hit in answerable],
     }
 
@@ -155,16 +161,16 @@ def cross_encoder_runs(
         "learned (shipped)": learned,
         "learned + cross-encoder": combined,
     }
-    # per question and scorer: (confidence, threshold, best quote holds an answer)
-    rows: dict[str, list[tuple[float, float, bool]]] = {
+    # per scorer, as `top_scores` gives them: (confidence, unanswerable, best holds an answer)
+    tops: dict[str, list[tuple[float, bool, bool]]] = {
         "learned (shipped)": [],
         "cross-encoder alone": [],
         "learned + cross-encoder": [],
     }
     for n, q in enumerate(test, 1):
         if not len(q.features):
-            for values in rows.values():
-                values.append((-1.0, 0.0, False))
+            for values in tops.values():
+                values.append((-1.0, q.unanswerable, False))
             continue
         candidates = QuoteCandidates(
             question=q.question,
@@ -177,29 +183,15 @@ def cross_encoder_runs(
             ranks = scorer.rank(candidates)
             best = int(np.argmax(ranks))
             sure = float(scorer.confidence(candidates, ranks)[best])
-            threshold = scorer.threshold(q.model_id, False)
-            rows[label].append((sure, threshold, bool(q.holds_answer[best])))
+            tops[label].append((sure, q.unanswerable, bool(q.holds_answer[best])))
         top, _, logits = candidates.memo["cross_encoder"]
         alone = int(top[int(np.argmax(logits))])
-        rows["cross-encoder alone"].append((np.inf, 0.0, bool(q.holds_answer[alone])))
+        tops["cross-encoder alone"].append((0.0, q.unanswerable, bool(q.holds_answer[alone])))
         if n % 250 == 0:
             console.print(f"  cross-encoder: {n}/{len(test)} questions")
-    out = {}
-    for label, values in rows.items():
-        answerable = [v for v, q in zip(values, test, strict=True) if not q.unanswerable]
-        unanswerable = [v for v, q in zip(values, test, strict=True) if q.unanswerable]
-        right = sum(s < t for s, t, _ in unanswerable)
-        wrong = sum(s < t for s, t, _ in answerable)
-        out[label] = {
-            "ranked_hit@1": round(float(np.mean([hit for *_, hit in answerable])), 4),
-            "hit@1": round(float(np.mean([hit and s >= t for s, t, hit in answerable])), 4),
-            "abstention_precision": round(right / (right + wrong), 4) if right + wrong else 0.0,
-            "abstention_recall": round(right / len(unanswerable), 4) if unanswerable else 0.0,
-            "false_abstention_rate": round(wrong / len(answerable), 4),
-            "threshold": None if label == "cross-encoder alone" else values[0][1],
-            "_hits": [int(hit) for *_, hit in answerable],
-        }
-    return out
+    model_id = test[0].model_id  # the evaluation part holds one encoder's questions
+    thresholds = {label: s.threshold(model_id, False) for label, s in scored.items()}
+    return {label: _metrics(values, thresholds.get(label)) for label, values in tops.items()}
 
 
 def _texts(engine: Verbatim, q: QuestionFeatures) -> Callable[[list[int]], list[str]]:
@@ -270,9 +262,7 @@ def main() -> None:
                 "" if v["p_vs_learned"] is None else f"{v['p_vs_learned']:.4f}",
             )
         Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {args.out}")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

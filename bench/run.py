@@ -83,9 +83,14 @@ def main() -> None:
             results["runs"].append(build)
             results["runs"].append(_bench_scifact(encoder, args.scifact_docs, args.queries))
     _print(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    console.print(f"wrote {args.out}")
+    write_results(results, args.out)
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    """A benchmark's results as JSON at `path`, said on stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    console.print(f"wrote {path}")
 
 
 def _beir_corpus(folder: Path, target: Path, limit: int) -> Path:

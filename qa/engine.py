@@ -49,6 +49,12 @@ SEED_EXAMPLES = (
 _log = get_logger("verbatim.engine")
 
 
+@functools.cache
+def _seed_ids() -> frozenset[str]:
+    """The packaged seed documents' ids (read once: the package does not change)."""
+    return frozenset(path.stem for path in default_corpus_dir().glob("*.txt"))
+
+
 @functools.lru_cache(maxsize=4)
 def _loaded_encoder(config: EncoderConfig) -> Encoder:
     """One loaded reader model per configuration in a process: the engines of an evaluation's
@@ -455,9 +461,8 @@ class Verbatim:
         packaged seed documents, a few the seed set shows answered."""
         if self.settings.example_questions:
             return list(self.settings.example_questions)
-        seeds = {path.stem for path in default_corpus_dir().glob("*.txt")}
         indexed = set(self.index.documents)
-        return list(SEED_EXAMPLES) if indexed and indexed <= seeds else []
+        return list(SEED_EXAMPLES) if indexed and indexed <= _seed_ids() else []
 
     def documents(self) -> list[Document]:
         return sorted(self.index.documents.values(), key=lambda d: d.doc_id)

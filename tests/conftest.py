@@ -37,7 +37,8 @@ def _shared_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION_SET = ROOT / "eval" / "seed_questions.jsonl"
-# The quote fields of the answer shape in docs/design.md.
+# The answer's fields and its quotes' fields, as docs/design.md shows them.
+DESIGN_ANSWER_FIELDS = frozenset("question status quotes threshold index_version took_ms".split())
 DESIGN_QUOTE_FIELDS = frozenset(
     "rank text doc_id title date source url char_start char_end section passage score".split()
 )

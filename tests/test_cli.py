@@ -13,7 +13,7 @@ import pytest
 
 from corpus.loader import discover, read_document
 
-from .conftest import DESIGN_QUOTE_FIELDS
+from .conftest import DESIGN_ANSWER_FIELDS, DESIGN_QUOTE_FIELDS
 
 VERBATIM = shutil.which("verbatim") or str(
     Path(__file__).resolve().parent.parent / ".venv/bin/verbatim"
@@ -45,14 +45,7 @@ def test_ask_json_prints_only_the_answer_shape(home: Path) -> None:
     result = run(home, "ask", "--json", "--top-k", "2", TROOPS)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)  # nothing but JSON on stdout
-    assert set(answer) == {
-        "question",
-        "status",
-        "quotes",
-        "threshold",
-        "index_version",
-        "took_ms",
-    }
+    assert set(answer) == DESIGN_ANSWER_FIELDS
     assert answer["status"] == "answered" and 1 <= len(answer["quotes"]) <= 2
     quote = answer["quotes"][0]
     assert set(quote) >= DESIGN_QUOTE_FIELDS
