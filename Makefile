@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 QUESTION ?= How many U.S. military personnel are forward deployed in the region?
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint browser eval-gate bench bench-eval bench-quotes bench-peers bench-scale \
+.PHONY: install run test lint browser eval-gate bench bench-eval bench-quotes bench-encoders bench-peers bench-scale \
 	train-ranker train-cross-encoder clean
 
 $(STAMP): pyproject.toml
@@ -112,6 +112,11 @@ bench-quotes: install
 	else echo "skipping: $(QA_TRAIN) is absent"; fi
 	$(BIN)/verbatim eval eval/seed_questions.jsonl $(QUOTE_RUNS) --out bench/results/eval-quotes-seed
 	$(BIN)/python -m bench.quote_latency
+
+# The two packaged encoders, each as every collection's model, on every set (about an hour on
+# two cores the first time; indexes cached in ~/.cache/verbatim-bench).
+bench-encoders: install
+	$(BIN)/python -m bench.encoders
 
 # LangChain and txtai run in their own venv so the product never depends on them.
 PEERS := .venv-peers

@@ -175,6 +175,7 @@ def cross_encoder_runs(
         candidates = QuoteCandidates(
             question=q.question,
             model_id=q.model_id,
+            lang=q.lang,
             cross_lingual=False,
             features=q.features,
             texts=_texts(engine, q),
@@ -190,7 +191,8 @@ def cross_encoder_runs(
         if n % 250 == 0:
             console.print(f"  cross-encoder: {n}/{len(test)} questions")
     model_id = test[0].model_id  # the evaluation part holds one encoder's questions
-    thresholds = {label: s.threshold(model_id, False) for label, s in scored.items()}
+    lang = test[0].lang
+    thresholds = {label: s.threshold(model_id, False, lang) for label, s in scored.items()}
     return {label: _metrics(values, thresholds.get(label)) for label, values in tops.items()}
 
 

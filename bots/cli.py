@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -31,6 +32,15 @@ from qa.logs import LogFormat, configure_logging
 from qa.quote_scorer import QuoteModelError
 from qa.retriever import Mode
 from qa.settings import Settings
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    # typer 0.29 labels every flag `<bool>`, its own --help included; a flag takes no value.
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="Verbatim answers questions from your documents with exact, checkable quotes.\n\n"
@@ -90,7 +100,11 @@ def _options(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Sentence-transformers model name or path \\[env: VERBATIM_MODEL]."),
+        typer.Option(
+            help="Sentence-transformers model name or path \\[env: VERBATIM_MODEL; default:"
+            " chosen from the documents' languages, all-MiniLM-L6-v2 for English only,"
+            " multilingual-e5-small otherwise]."
+        ),
     ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log progress too, not only problems.")
@@ -292,9 +306,18 @@ def documents(
         ]
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table("doc_id", "title", "date", "source", "chars")
+    index = engine.index
+    table = Table(
+        "doc_id",
+        "title",
+        "date",
+        "source",
+        "lang",
+        "chars",
+        caption=f"index {index.version} · encoder {index.model} ({index.model_reason()})",
+    )
     for d in docs:
-        table.add_row(d.doc_id, d.title, d.date or "", d.source or "", f"{len(d.text):,}")
+        table.add_row(d.doc_id, d.title, d.date or "", d.source or "", d.lang, f"{len(d.text):,}")
     out.print(table)
 
 
@@ -574,10 +597,20 @@ def _print_report(report: BuildReport, settings: Settings, note: str | None) -> 
         f"{report.chunks_total} chunks ({report.chunks_embedded} embedded) · {report.seconds:.2f} s"
     )
     state = "written" if report.written else "already up to date"
+    why = "configured"
+    if report.model_reason != "configured":
+        why = "chosen for the documents' languages"
     out.print(
-        f"{summary}\nindex {report.index_version} {state} at {settings.resolved_index_dir}",
+        f"{summary}\nindex {report.index_version} {state} at {settings.resolved_index_dir}"
+        f"\nencoder {report.model} ({why}; `--model` or VERBATIM_MODEL sets another)",
         highlight=False,
     )
+    if report.replaced_model:
+        err.print(
+            f"[yellow]note[/yellow] the previous index was encoded with {report.replaced_model}:"
+            " every document was encoded again, so no index mixes two models' vectors",
+            highlight=False,
+        )
     if note is not None:
         err.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False)
 

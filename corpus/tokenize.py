@@ -34,6 +34,8 @@ _JAPANESE_RUN = re.compile(f"[{CJK_CHARS}ー々〆ヶ]+")
 _WORD = re.compile(r"\w+(?:[.,+/&'’-]\w+)*")
 _HAS_DIGIT = re.compile(r"\d")
 _SKIPPED_POS = frozenset({"助詞", "助動詞", "補助記号", "記号", "空白"})
+# Verbs that mostly do grammar's work (する, いる, できる, なる): Japanese stop words.
+_AUXILIARY = ("動詞", "非自立可能")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class TokenizerSettings:
     stem: bool = True
     stop_words: bool = True
     split_hyphens: bool = True  # "Asia-Pacific" -> "asia", "pacif"; "F-35" stays whole
+    # Raised when the rules change (2: Japanese auxiliary verbs dropped), so an index's stored
+    # tokens are made again rather than mixed with the new rules' tokens of questions.
+    rules: int = 2
 
 
 class KeywordTokenizer:
@@ -113,6 +118,7 @@ def _sudachi() -> Callable[[str], list[tuple[str, str]]]:
                 (m.normalized_form(), m.surface())
                 for m in tokenizer.tokenize(text)
                 if m.part_of_speech()[0] not in _SKIPPED_POS
+                and tuple(m.part_of_speech()[:2]) != _AUXILIARY
             ]
 
     return analyse
@@ -130,6 +136,7 @@ def _fugashi() -> Callable[[str], list[tuple[str, str]]]:
                 (word.feature.lemma or word.surface, word.surface)
                 for word in tagger(text)
                 if word.feature.pos1 not in _SKIPPED_POS
+                and (word.feature.pos1, word.feature.pos2) != _AUXILIARY
             ]
 
     return analyse

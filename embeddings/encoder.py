@@ -38,6 +38,13 @@ _ENGLISH_ONLY = {DEFAULT_MODEL, "sentence-transformers/all-mpnet-base-v2"}
 Vectors = npt.NDArray[np.float32]
 
 
+def model_for_languages(languages: Iterable[str]) -> str:
+    """The model for documents in `languages` when none is configured: the packaged English
+    model while every document is English (the fastest, docs/benchmarks.md), else the
+    multilingual one, which reads them all."""
+    return DEFAULT_MODEL if set(languages) <= {"en"} else E5_ID
+
+
 class ModelLoadError(RuntimeError):
     """The configured model could not be loaded; the message says what to install or set."""
 

@@ -19,7 +19,13 @@ from corpus.metadata import detect_language
 from corpus.models import Document
 from corpus.tokenize import KeywordTokenizer
 from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
-from embeddings.encoder import Encoder, EncoderConfig, ModelLoadError
+from embeddings.encoder import (
+    DEFAULT_MODEL,
+    Encoder,
+    EncoderConfig,
+    ModelLoadError,
+    model_for_languages,
+)
 from embeddings.store import set_search_threads
 from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
 from qa.batching import QuestionBatcher
@@ -30,6 +36,7 @@ from qa.index import (
     BuildReport,
     Index,
     IndexBuilder,
+    IndexNotFoundError,
     current_version_dir,
     load_index,
 )
@@ -46,6 +53,8 @@ SEED_EXAMPLES = (
     "Where and when was the 2+2 Security Consultative Committee meeting held?",
     "地域に前方展開している米軍の兵力はどのくらいですか?",
 )
+# An example question about a document, by its language (others are asked in English).
+_TITLE_QUESTION = {"en": "What does {title} say?", "ja": "「{title}」には何が書かれていますか?"}
 _log = get_logger("verbatim.engine")
 
 
@@ -55,13 +64,15 @@ def _seed_ids() -> frozenset[str]:
     return frozenset(path.stem for path in default_corpus_dir().glob("*.txt"))
 
 
+def _shared_encoder(config: EncoderConfig) -> Encoder:
+    """One encoder per model and configuration in a process (loaded on first use): engines,
+    their indexes and the cross-lingual reader share it instead of loading ~0.8 GB each."""
+    return _encoder_of(replace(config, model=Encoder(config).model_id))
+
+
 @functools.lru_cache(maxsize=4)
-def _loaded_encoder(config: EncoderConfig) -> Encoder:
-    """One loaded reader model per configuration in a process: the engines of an evaluation's
-    runs share it instead of loading ~0.8 GB each."""
-    encoder = Encoder(config)
-    encoder.load()
-    return encoder
+def _encoder_of(config: EncoderConfig) -> Encoder:
+    return Encoder(config)
 
 
 class DocumentNotFoundError(KeyError):
@@ -89,7 +100,7 @@ class Verbatim:
 
     def __init__(self, settings: Settings | None = None, encoder: Encoder | None = None) -> None:
         self.settings = settings or Settings()
-        self.encoder = encoder or Encoder(self.settings.encoder)
+        self._encoders = {encoder.model_id: encoder} if encoder is not None else {}
         set_search_threads(1)  # one question per search: OpenMP threads only add overhead
         self.tokenizer = KeywordTokenizer(self.settings.tokenizer)
         self.quote_scorer: QuoteScorer = make_quote_scorer(
@@ -104,6 +115,7 @@ class Verbatim:
         self._reader_ready = False
         self._reader_lock = threading.Lock()
         self._index: Index | None = None
+        self._examples: tuple[str, list[str]] | None = None  # (index version, questions)
         self._lock = threading.Lock()
         self.batcher = QuestionBatcher(
             self.read_questions, self.settings.query_batch, self.settings.query_batch_wait_ms
@@ -134,7 +146,7 @@ class Verbatim:
             return None
         counts = ", ".join(f"{n} in {lang}" for lang, n in report.unread_languages.items())
         return (
-            f"documents the model {self.settings.model} cannot read ({counts}): questions about"
+            f"documents the model {self.encoder.model_id} cannot read ({counts}): questions about"
             " them are read by the cross-lingual reader at question time, slow on a large corpus"
             " (~0.2 s a question on JaQuAD). Index them with"
             f" VERBATIM_MODEL={E5_MODEL_NAME} instead."
@@ -145,15 +157,39 @@ class Verbatim:
         counts = Counter(e.document.lang for e in self.index.entries.values())
         return {lang: n for lang, n in sorted(counts.items()) if not self._understood(lang)}
 
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder questions are read with: the configured model's (`VERBATIM_MODEL`),
+        else the one the index was built with (chosen from its documents' languages), else,
+        before any index, the default model's."""
+        if self.settings.model:
+            return self._encoder_for(self.settings.model)
+        try:
+            return self._encoder_for(str(self.index.manifest["model"]))
+        except IndexNotFoundError:
+            return self._encoder_for(DEFAULT_MODEL)
+
+    def _encoder_for(self, model: str) -> Encoder:
+        config = replace(self.settings.encoder, model=model)
+        model_id = Encoder(config).model_id
+        if model_id not in self._encoders:
+            self._encoders[model_id] = _shared_encoder(config)
+        return self._encoders[model_id]
+
+    def _encoder_for_languages(self, languages: Counter[str]) -> Encoder:
+        return self._encoder_for(model_for_languages(languages))
+
     def _builder(self) -> IndexBuilder:
+        configured = bool(self.settings.model)
         return IndexBuilder(
             self.settings.resolved_index_dir,
-            self.encoder,
+            self._encoder_for(self.settings.model or DEFAULT_MODEL),
             self.settings.chunker,
             self.tokenizer,
             store=self.settings.store,
             max_file_bytes=int(self.settings.max_file_mb * 1024 * 1024),
             parse_limits=self.settings.parse_limits,
+            choose_encoder=None if configured else self._encoder_for_languages,
         )
 
     def prepare_shard(
@@ -200,9 +236,11 @@ class Verbatim:
         directory = current_version_dir(self.settings.resolved_index_dir)
         with self._lock:
             if self._index is None or self._index.directory != directory:
+                # a configured model must be the index's; otherwise the index names its own
+                model = self.settings.model
                 self._index = load_index(
                     self.settings.resolved_index_dir,
-                    self.encoder.model_id,
+                    self._encoder_for(model).model_id if model else None,
                     self.settings.store,
                     self.settings.verify_index,
                 )
@@ -240,7 +278,9 @@ class Verbatim:
         # quote with every kept one was the largest cost of an answer after the encoder.
         selector = QuoteSelector(index, self.tokenizer, self.quote_scorer)
         ranked = selector.rank(query, candidates, limit=max(5 * top_k, 25))
-        threshold = self.answer_threshold(query.model_id, selector.cross_lingual(query, candidates))
+        threshold = self.answer_threshold(
+            query.model_id, selector.cross_lingual(query, candidates), query.lang
+        )
         answering = [q for q in ranked if q.score >= threshold]
         if answering:
             chosen, status, closest = diverse(answering, top_k), "answered", False
@@ -279,12 +319,12 @@ class Verbatim:
         )
         return query, windows, features
 
-    def answer_threshold(self, model_id: str, cross_lingual: bool = False) -> float:
-        """The score a best quote must reach, for quotes scored with `model_id`'s vectors (of
-        documents in another language than the question's, when `cross_lingual`)."""
+    def answer_threshold(self, model_id: str, cross_lingual: bool = False, lang: str = "") -> float:
+        """The score a best quote must reach, for quotes scored with `model_id`'s vectors and a
+        question in `lang` (of documents in another language, when `cross_lingual`)."""
         if self.settings.threshold is not None:
             return self.settings.threshold
-        return self.quote_scorer.threshold(model_id, cross_lingual)
+        return self.quote_scorer.threshold(model_id, cross_lingual, lang)
 
     def search(
         self,
@@ -433,7 +473,8 @@ class Verbatim:
         # the reader's model with its own prompts, not those configured for VERBATIM_MODEL
         config = replace(self.settings.encoder, model=name, query_prompt=None, passage_prompt=None)
         try:
-            encoder = _loaded_encoder(config)
+            encoder = _shared_encoder(config)
+            encoder.load()
         except ModelLoadError as exc:
             _log.warning("cross_lingual_model_unavailable", model=name, error=str(exc))
             return None
@@ -457,12 +498,33 @@ class Verbatim:
         )
 
     def example_questions(self) -> list[str]:
-        """Questions to offer someone who has not asked yet: the configured ones, or, over the
-        packaged seed documents, a few the seed set shows answered."""
+        """Questions to offer someone who has not asked yet: the configured ones; over the
+        packaged seed documents, a few the seed set shows answered; otherwise questions about
+        the newest documents' titles that are answered from those documents."""
         if self.settings.example_questions:
             return list(self.settings.example_questions)
-        indexed = set(self.index.documents)
-        return list(SEED_EXAMPLES) if indexed and indexed <= _seed_ids() else []
+        index = self.index
+        if index.documents and set(index.documents) <= _seed_ids():
+            return list(SEED_EXAMPLES)
+        if self._examples is None or self._examples[0] != index.version:
+            self._examples = (index.version, self._title_examples(index))
+        return list(self._examples[1])
+
+    def _title_examples(self, index: Index, wanted: int = 3, tries: int = 8) -> list[str]:
+        newest = sorted(
+            index.documents.values(), key=lambda d: (d.date or "", d.title), reverse=True
+        )
+        examples: list[str] = []
+        for document in newest[:tries]:
+            question = _TITLE_QUESTION.get(document.lang, _TITLE_QUESTION["en"]).format(
+                title=document.title.strip()
+            )
+            answer = self.ask(question)
+            if answer.status == "answered" and answer.quotes[0].doc_id == document.doc_id:
+                examples.append(question)
+            if len(examples) == wanted:
+                break
+        return examples
 
     def documents(self) -> list[Document]:
         return sorted(self.index.documents.values(), key=lambda d: d.doc_id)

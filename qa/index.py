@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -123,6 +124,17 @@ class Index:
         return str(self.manifest["index_version"])
 
     @property
+    def model(self) -> str:
+        return str(self.manifest["model"])
+
+    def model_reason(self) -> str:
+        """Why the index has its encoder, in words: configured, or its documents' languages."""
+        if self.manifest.get("model_choice") != "languages":
+            return "configured"
+        counts = ", ".join(f"{lang} {n}" for lang, n in self.manifest["languages"].items())
+        return f"chosen for the documents' languages: {counts}"
+
+    @property
     def documents(self) -> dict[str, Document]:
         return {doc_id: entry.document for doc_id, entry in self.entries.items()}
 
@@ -144,6 +156,11 @@ class BuildReport:
     # Documents in languages the index's model cannot read, by language: questions about them
     # go to the cross-lingual reader, which reads their passages at question time.
     unread_languages: dict[str, int] = field(default_factory=dict)
+    # The encoder the index was built with, why ("configured", or "languages": chosen from the
+    # documents' languages), and the one it replaced when that change re-encoded everything.
+    model: str = ""
+    model_reason: str = ""
+    replaced_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -353,9 +370,13 @@ class IndexBuilder:
         store: StoreSettings | None = None,
         max_file_bytes: int = 50 * 1024 * 1024,
         parse_limits: ParseLimits | None = None,
+        choose_encoder: Callable[[Counter[str]], Encoder] | None = None,
     ) -> None:
+        """`choose_encoder`, when given, picks the encoder from the documents' languages once
+        they are read (`encoder` is then only the one `prepare` encodes shards with)."""
         self.index_dir = index_dir
         self.encoder = encoder
+        self.choose_encoder = choose_encoder
         self.chunker = chunker
         self.tokenizer = tokenizer or KeywordTokenizer()
         self.store = store or StoreSettings()
@@ -395,13 +416,25 @@ class IndexBuilder:
                     (report.updated if entry is not None else report.added).append(source.doc_id)
             report.removed = sorted(set(old) - set(entries))
             report.chunks_total = sum(len(e.chunks) for e in entries.values())
+            self._choose_encoder(entries, report)
             version = self._version(entries)
             report.index_version = version
             if previous is not None and previous.version == version:
                 report.seconds = time.perf_counter() - started
                 return report
+            vectors_from: Index | None = previous
+            if previous is not None and previous.manifest.get("model") != self.encoder.model_id:
+                # never a mix of two models' vector spaces: every document is encoded anew
+                report.replaced_model = str(previous.manifest.get("model"))
+                log.info(
+                    "rebuilding_everything",
+                    reason="model changed",
+                    model=report.model,
+                    replaced_model=report.replaced_model,
+                )
+                vectors_from, fresh = None, list(entries.values())
             chunk_store, sentence_store, staged = self._stores(
-                previous, entries, fresh, report, progress
+                vectors_from, entries, fresh, report, progress
             )
             keyword_ids, keyword_tokens = self._keyword_tokens(previous, entries)
             self._write(
@@ -428,12 +461,17 @@ class IndexBuilder:
         except (IndexMismatchError, IndexCorruptError, OSError, ValueError, KeyError) as exc:
             log.warning("previous_index_unusable", reason=str(exc))
             return None
-        same_model = previous.manifest.get("model") == self.encoder.model_id
-        same_chunker = previous.manifest.get("chunker") == asdict(self.chunker)
-        if not (same_model and same_chunker):
-            log.info("rebuilding_everything", reason="model or chunker settings changed")
+        if previous.manifest.get("chunker") != asdict(self.chunker):
+            log.info("rebuilding_everything", reason="chunker settings changed")
             return None
         return previous
+
+    def _choose_encoder(self, entries: dict[str, IndexedDocument], report: BuildReport) -> None:
+        languages = Counter(entry.document.lang for entry in entries.values())
+        if self.choose_encoder is not None:
+            self.encoder = self.choose_encoder(languages)
+        report.model = self.encoder.model_id
+        report.model_reason = "configured" if self.choose_encoder is None else "languages"
 
     def _read(
         self, sandbox: ParserSandbox, source: SourceFile, report: BuildReport
@@ -707,6 +745,9 @@ class IndexBuilder:
             "format_version": FORMAT_VERSION,
             "index_version": version,
             "model": self.encoder.model_id,
+            # how the model was picked: "configured", or "languages" (of the documents below)
+            "model_choice": "configured" if self.choose_encoder is None else "languages",
+            "languages": dict(sorted(Counter(e.document.lang for e in entries.values()).items())),
             "dimension": chunk_store.dimension,
             "chunker": asdict(self.chunker),
             "keywords": asdict(self.tokenizer.settings),

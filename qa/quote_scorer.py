@@ -63,6 +63,7 @@ class QuoteCandidates:
 
     question: str
     model_id: str  # the encoder whose vectors the similarity features come from
+    lang: str  # the question's language
     cross_lingual: bool  # the documents are in another language than the question
     features: Features  # one row per quote, columns as `FEATURES`
     texts: Callable[[list[int]], list[str]]  # the quotes' texts, by row (read when needed)
@@ -81,9 +82,10 @@ class QuoteScorer(Protocol):
         threshold is compared with, and the `score` a quote shows."""
         ...
 
-    def threshold(self, model_id: str, cross_lingual: bool) -> float:
+    def threshold(self, model_id: str, cross_lingual: bool, lang: str = "") -> float:
         """The confidence a best quote must reach to be an answer, for this encoder's quotes
-        (of documents in another language than the question's, when `cross_lingual`)."""
+        and a question in `lang` (of documents in another language than the question's, when
+        `cross_lingual`)."""
         ...
 
 
@@ -173,23 +175,29 @@ class LearnedQuoteScorer:
         self.fallback = fallback
         self.cross_lingual = hand_scorer()
 
-    def model(self, model_id: str) -> LinearQuoteModel:
-        return self.models.get(model_id) or self.models[self.fallback]
+    def model(self, model_id: str, lang: str = "") -> LinearQuoteModel:
+        """The encoder's model for questions in `lang` (trained on that language's questions,
+        keyed `MODEL@LANG`), else the encoder's, else the fallback encoder's."""
+        return (
+            self.models.get(f"{model_id}@{lang}")
+            or self.models.get(model_id)
+            or self.models[self.fallback]
+        )
 
     def rank(self, quotes: QuoteCandidates) -> Scores:
         if quotes.cross_lingual:
             return self.cross_lingual.rank(quotes)
-        return self.model(quotes.model_id).rank(quotes.features)
+        return self.model(quotes.model_id, quotes.lang).rank(quotes.features)
 
     def confidence(self, quotes: QuoteCandidates, ranks: Scores) -> Scores:
         if quotes.cross_lingual:
             return self.cross_lingual.confidence(quotes, ranks)
-        return self.model(quotes.model_id).confidence(quotes.features, ranks)
+        return self.model(quotes.model_id, quotes.lang).confidence(quotes.features, ranks)
 
-    def threshold(self, model_id: str, cross_lingual: bool) -> float:
+    def threshold(self, model_id: str, cross_lingual: bool, lang: str = "") -> float:
         if cross_lingual:
             return self.cross_lingual.threshold(model_id, cross_lingual)
-        return self.model(model_id).threshold
+        return self.model(model_id, lang).threshold
 
     @classmethod
     def load(cls, path: Path = DEFAULT_MODEL_FILE) -> LearnedQuoteScorer:
@@ -263,7 +271,7 @@ class HandQuoteScorer:
     def confidence(self, quotes: QuoteCandidates, ranks: Scores) -> Scores:
         return ranks
 
-    def threshold(self, model_id: str, cross_lingual: bool) -> float:
+    def threshold(self, model_id: str, cross_lingual: bool, lang: str = "") -> float:
         return self.thresholds.get(model_id, self.default_threshold)
 
 
@@ -342,7 +350,7 @@ class CrossEncoderQuoteScorer:
         if not self._reads(quotes.model_id, quotes.cross_lingual):
             return self.learned.confidence(quotes, ranks)
         top, learned_ranks, logits = quotes.memo["cross_encoder"]
-        model = self.learned.model(quotes.model_id)
+        model = self.learned.model(quotes.model_id, quotes.lang)
         c = self.combination
         z = (
             model.standardised(quotes.features[top]) @ c.confidence_weights
@@ -354,10 +362,10 @@ class CrossEncoderQuoteScorer:
         sure[top] = 1.0 / (1.0 + np.exp(-z))
         return sure
 
-    def threshold(self, model_id: str, cross_lingual: bool) -> float:
+    def threshold(self, model_id: str, cross_lingual: bool, lang: str = "") -> float:
         if self._reads(model_id, cross_lingual):
             return self.combination.threshold
-        return self.learned.threshold(model_id, cross_lingual)
+        return self.learned.threshold(model_id, cross_lingual, lang)
 
     @classmethod
     def load(cls, learned: LearnedQuoteScorer, folder: Path) -> CrossEncoderQuoteScorer:

@@ -159,6 +159,7 @@ class QuoteSelector:
         quotes = QuoteCandidates(
             question=query.text,
             model_id=query.model_id,
+            lang=query.lang,
             cross_lingual=self.cross_lingual(query, candidates),
             features=features,
             texts=lambda rows: [self._text(windows[row]) for row in rows],

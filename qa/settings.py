@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     # Exported and converted models (ONNX graphs, multilingual-e5-small's folder, ~1 GB);
     # default $VERBATIM_HOME/models. Homes can share one.
     models_dir: Path | None = None
-    model: str = DEFAULT_MODEL
+    # None: chosen per index from its documents' languages (embeddings.encoder.model_for_languages)
+    model: str | None = None
     batch_size: int = Field(32, ge=1, le=1024)
     encoder_backend: Literal["auto", "torch", "openvino", "onnx", "onnx-int8"] = "auto"
     # Languages the model understands, comma-separated (e.g. "en"); empty: known models' own,
@@ -183,7 +184,7 @@ class Settings(BaseSettings):
     @property
     def encoder(self) -> EncoderConfig:
         return EncoderConfig(
-            model=self.model,
+            model=self.model or DEFAULT_MODEL,
             batch_size=self.batch_size,
             query_prompt=self.query_prompt,
             passage_prompt=self.passage_prompt,

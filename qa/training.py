@@ -6,8 +6,9 @@
 Only the training part of each set is read (`qa.evaluation.docqa`: article-disjoint from the
 evaluation part that is reported). For each question the real pipeline retrieves candidates
 and lists every possible quote with its features (`Verbatim.quote_features`); a quote holding
-a gold answer string is a positive. Per encoder whose cosines the features carry (the index's
-model for SQuAD, English; the cross-lingual reader's for JaQuAD, Japanese), `fit` trains
+a gold answer string is a positive. Per encoder whose cosines the features carry and language
+(`TRAINED`: the model each set's documents choose, MiniLM for SQuAD and multilingual-e5-small
+for JaQuAD, and e5 for SQuAD's English too), `fit` trains
 (1) a ranker, a conditional logit that puts a quote holding the answer first among a question's
 quotes, and (2) a confidence model, a logistic regression telling the best quotes of answerable
 questions from those of questions whose article was withheld from the collection, whose
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from qa.engine import Verbatim
 from qa.evaluation.docqa import DocQASlice, load_docqa
 from qa.evaluation.questions import Question
@@ -40,6 +42,10 @@ from qa.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "eval" / "qa-train"
 SETS = {"squad": "squad-v1.1-train.json.gz", "jaquad": "jaquad-train.json.gz"}
+# One model per (set, encoder): None is the encoder the documents choose (MiniLM for SQuAD's
+# English, multilingual-e5-small for JaQuAD); "@en" keys e5's model for English questions,
+# whose features differ from Japanese ones (keywords, lengths) beyond one threshold's reach.
+TRAINED = [("squad", None, ""), ("jaquad", None, ""), ("squad", E5_MODEL_NAME, "@en")]
 TRAIN_SLICE = DocQASlice(part="train", articles=60, withheld=20, questions=3000, unanswerable=1000)
 Scorer = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float64]]
 Confidence = Callable[[npt.NDArray[np.float32], npt.NDArray[np.float64]], npt.NDArray[np.float64]]
@@ -60,6 +66,7 @@ class QuestionFeatures:
     features: npt.NDArray[np.float32]
     holds_answer: npt.NDArray[np.int8]  # 1: the quote holds a gold answer
     spans: list[tuple[str, int, int]]  # each quote's (doc_id, start, end)
+    lang: str = ""  # the question's, as detected
 
 
 def collect(
@@ -86,6 +93,7 @@ def collect(
                 features=features,
                 holds_answer=np.asarray(holds, dtype=np.int8),
                 spans=spans,
+                lang=query.lang,
             )
         )
         if progress and n % 250 == 0:
@@ -258,9 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     models: dict[str, LinearQuoteModel] = {}
     fallback = ""
-    for name, filename in SETS.items():
-        print(f"{name}: indexing its training slice and collecting features", file=sys.stderr)
-        data, _ = collect_set(args.data / filename, work / name, TRAIN_SLICE, settings)
+    for name, model, suffix in TRAINED:
+        filename = SETS[name]
+        print(f"{name}{suffix}: indexing its training slice, collecting features", file=sys.stderr)
+        configured = settings.model_copy(update={"model": model}) if model else settings
+        home = work / (name if model is None else f"{name}-{model}")
+        data, _ = collect_set(args.data / filename, home, TRAIN_SLICE, configured)
         model_id, kept = read_by_one_encoder(data)
         if len(kept) < len(data):
             print(
@@ -269,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         described = f"{filename} train part: {_describe(TRAIN_SLICE)}"
-        models[model_id] = fit(kept, trained_on=described)
+        models[model_id + suffix] = fit(kept, trained_on=described)
         fallback = fallback or model_id
-        print(json.dumps({model_id: models[model_id].to_dict()}, indent=1), file=sys.stderr)
+        trained = {model_id + suffix: models[model_id + suffix].to_dict()}
+        print(json.dumps(trained, indent=1), file=sys.stderr)
     LearnedQuoteScorer(models, fallback).save(args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

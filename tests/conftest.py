@@ -64,8 +64,8 @@ def seed_dir(tmp_path: Path) -> Path:
 def make_engine(tmp_path: Path, encoder: Encoder) -> Callable[..., Verbatim]:
     def make(**settings: Any) -> Verbatim:
         settings.setdefault("home", tmp_path / "home")
-        shared = encoder if "model" not in settings else None  # another model: its own encoder
-        return Verbatim(Settings(**settings), shared)
+        # the engine uses the shared model only where its index or setting names that model
+        return Verbatim(Settings(**settings), encoder)
 
     return make
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from corpus.loader import discover, read_document
+from embeddings.e5 import MODEL_ID as E5_MODEL_ID
+from embeddings.encoder import DEFAULT_MODEL
 
-from .conftest import DESIGN_ANSWER_FIELDS, DESIGN_QUOTE_FIELDS
+from .conftest import DESIGN_ANSWER_FIELDS, DESIGN_QUOTE_FIELDS, seeds_with
 
 VERBATIM = shutil.which("verbatim") or str(
     Path(__file__).resolve().parent.parent / ".venv/bin/verbatim"
@@ -110,20 +112,50 @@ def test_index_reports_and_documents_lists(home: Path, tmp_path: Path) -> None:
     assert report["unread_languages"] == {} and "cannot read" not in again.stderr
 
 
-def test_index_says_which_documents_the_model_cannot_read(tmp_path: Path) -> None:
-    corpus = tmp_path / "docs"
-    corpus.mkdir()
-    (corpus / "en.txt").write_text("The alliance review happens every March.", encoding="utf-8")
-    (corpus / "ja.txt").write_text(
-        "日米同盟は地域の平和と安全の礎である。見直しは毎年三月に行われる。", encoding="utf-8"
+SEED_TROOPS_DOC = "001_dd8c4ca6def8021f"  # states the forward-deployed troop numbers
+
+
+def test_the_encoder_follows_the_documents_languages_unless_one_is_configured(
+    tmp_path: Path,
+) -> None:
+    corpus = seeds_with(
+        tmp_path / "docs",
+        "leave.md",
+        "# 育児休業制度\n\n従業員は最長16週間の有給育児休業を取得できます。"
+        "休業は少なくとも4週間前までに人事部に申請しなければなりません。\n",
     )
     home = tmp_path / "home"
     report = json.loads(run(home, "index", "--json", str(corpus)).stdout)
-    assert report["unread_languages"] == {"ja": 1}
-    shown = run(home, "index", str(corpus))
-    assert shown.returncode == 0
+    assert report["model"] == E5_MODEL_ID and report["model_reason"] == "languages"
+    assert report["unread_languages"] == {}
+    listed = run(home, "documents", COLUMNS="200").stdout
+    assert f"encoder {E5_MODEL_ID} (chosen for the documents' languages: en 2, ja 1)" in listed
+    asked = {
+        "育児休業は何週間取れますか?": "leave",
+        "How many U.S. military personnel are forward deployed in the region?": SEED_TROOPS_DOC,
+        "地域に前方展開している米軍の兵力はどのくらいですか?": SEED_TROOPS_DOC,  # cross-lingual
+    }
+
+    def answered_from(*flags: str) -> dict[str, str | None]:
+        found = {}
+        for question in asked:
+            answer = json.loads(run(home, *flags, "ask", "--json", question).stdout)
+            found[question] = answer["status"] == "answered" and answer["quotes"][0]["doc_id"]
+        return found
+
+    assert answered_from() == asked
+
+    # configured: the English model, though it cannot read the Japanese document
+    flags = ("--model", "all-MiniLM-L6-v2")
+    report = json.loads(run(home, *flags, "index", "--json", str(corpus)).stdout)
+    assert report["model"] == DEFAULT_MODEL and report["model_reason"] == "configured"
+    assert report["replaced_model"] == E5_MODEL_ID and report["unread_languages"] == {"ja": 1}
+    assert report["chunks_embedded"] == report["chunks_total"]  # no mix of two models' vectors
+    shown = run(home, *flags, "index", str(corpus))
     assert "cannot read (1 in ja)" in shown.stderr
     assert "VERBATIM_MODEL=multilingual-e5-small" in shown.stderr
+    assert answered_from(*flags) == asked  # the cross-lingual reader reads what MiniLM cannot
+    assert answered_from() == asked  # unset, the model is the index's own
 
 
 def test_usage_errors_exit_2(home: Path) -> None:
@@ -157,6 +189,8 @@ def test_help_names_each_settings_variable_in_its_sentence(home: Path, command: 
     assert result.returncode == 0
     assert "[env: VERBATIM_" in result.stdout  # not swallowed as markup
     assert not re.search(r"\w \.(\s|$)", result.stdout), result.stdout  # "Port ." once read so
+    assert "<bool>" not in result.stdout  # a flag takes no value
+    assert "<int>" in result.stdout or "<str>" in result.stdout or "<path>" in result.stdout
 
 
 def test_shard_option_explains_its_format_and_what_it_needs(home: Path) -> None:

@@ -309,11 +309,26 @@ def test_configured_examples_replace_the_seed_ones(start: Callable[..., LiveServ
     assert examples == {"questions": ["When is the budget review?"]}
 
 
-def test_no_examples_are_made_up_for_other_documents(
+def test_examples_for_other_documents_come_from_titles_and_are_answered(
     tmp_path: Path, make_engine: Callable[..., Verbatim]
 ) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "leave.md").write_text(
+        "# Parental leave policy\n\nEmployees may take up to sixteen weeks of paid parental"
+        " leave. Leave must be requested from HR at least four weeks in advance.\n"
+    )
+    (docs / "budget.md").write_text(
+        "# Budget review 2026\n\nThe budget review of 2026 takes place in March. Travel"
+        " spending is capped at 5,000 euros per person.\n"
+    )
+    (docs / "note.md").write_text("# Note\n\nRemember to water the plants.\n")
     engine = make_engine()
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "note.md").write_text("# Note\n\nThe budget review is in March.\n")
-    engine.build_index([tmp_path / "docs"])
-    assert engine.example_questions() == []
+    engine.build_index([docs])
+    examples = engine.example_questions()
+    assert any("Parental leave policy" in q for q in examples), examples
+    assert not any("Note" in q for q in examples), examples  # nothing answers "What does Note say?"
+    titles = {d.doc_id: d.title for d in engine.documents()}
+    for question in examples:
+        top = engine.ask(question).quotes[0]
+        assert top.closest_match is False and titles[top.doc_id] in question

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from corpus.tokenize import KeywordTokenizer
+from embeddings.encoder import DEFAULT_MODEL
 from qa.engine import Verbatim
 from qa.filters import Filters
 from qa.index import current_version_dir
@@ -263,13 +264,14 @@ JAPANESE_DOC = (
 def test_a_language_the_encoder_cannot_read_is_answered_from_keywords(
     tmp_path: Path, make_engine: Callable[..., Verbatim]
 ) -> None:
-    engine = make_engine()  # the English-only packaged model
+    engine = make_engine(model=DEFAULT_MODEL)  # configured: the English-only packaged model
     engine.build_index([seeds_with(tmp_path / "docs", "ja.txt", JAPANESE_DOC)])
     answer = engine.ask("日米安全保障条約が署名されたのは何年ですか?", mode="hybrid", explain=True)
     assert answer.status == "answered"
     top = answer.quotes[0]
     assert top.doc_id == "ja" and "1960年" in top.text
     assert top.explain is not None and top.explain.dense_rank is None  # no dense noise fused
-    told = make_engine(model_languages="en,ja")  # told the model reads Japanese: dense joins in
+    # told the model reads Japanese: dense joins in
+    told = make_engine(model=DEFAULT_MODEL, model_languages="en,ja")
     passages = told.search("日米安全保障条約", 5, mode="hybrid", explain=True).passages
     assert any(p.explain is not None and p.explain.dense_rank is not None for p in passages)

@@ -106,7 +106,7 @@ def evaluate(
     for config in runs:
         if config.mode is not None and config.mode not in MODES:
             raise ValueError(f"unknown mode {config.mode!r}; available: {', '.join(MODES)}")
-        home = _run_home(settings.home, source, corpus_paths, config)
+        home = run_home(settings.home, source, corpus_paths, config)
         mode = {"mode": config.mode} if config.mode else {}
         run_settings = Settings(
             **{
@@ -140,7 +140,7 @@ def evaluate(
     return evaluation
 
 
-def _run_home(home: Path, source: Path, corpus: list[Path], config: RunConfig) -> Path:
+def run_home(home: Path, source: Path, corpus: list[Path], config: RunConfig) -> Path:
     """One index per (corpus, index settings) so runs never rebuild each other's index."""
     index_overrides = {k: v for k, v in config.overrides.items() if k in INDEX_SETTINGS}
     key = json.dumps(
