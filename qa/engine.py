@@ -36,7 +36,7 @@ from qa.index import (
     BuildReport,
     Index,
     IndexBuilder,
-    IndexNotFoundError,
+    built_model,
     current_version_dir,
     load_index,
 )
@@ -162,12 +162,8 @@ class Verbatim:
         """The encoder questions are read with: the configured model's (`VERBATIM_MODEL`),
         else the one the index was built with (chosen from its documents' languages), else,
         before any index, the default model's."""
-        if self.settings.model:
-            return self._encoder_for(self.settings.model)
-        try:
-            return self._encoder_for(str(self.index.manifest["model"]))
-        except IndexNotFoundError:
-            return self._encoder_for(DEFAULT_MODEL)
+        built = built_model(self.settings.resolved_index_dir)
+        return self._encoder_for(self.settings.model or built or DEFAULT_MODEL)
 
     def _encoder_for(self, model: str) -> Encoder:
         config = replace(self.settings.encoder, model=model)

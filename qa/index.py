@@ -200,6 +200,24 @@ def current_version_dir(index_dir: Path) -> Path | None:
 _current_cache: dict[str, tuple[tuple[str, int, int, int], Path | None]] = {}
 
 
+def built_model(index_dir: Path) -> str | None:
+    """The encoder the index in use was built with, from its manifest alone (no vector store
+    is opened: questions can be read while Milvus is down); None before the first build."""
+    directory = current_version_dir(index_dir)
+    if directory is None:
+        return None
+    if directory not in _model_cache:
+        try:
+            manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+            _model_cache[directory] = str(manifest["model"])
+        except (OSError, ValueError, KeyError):
+            return None  # loading the index says what is wrong with it
+    return _model_cache[directory]
+
+
+_model_cache: dict[Path, str] = {}
+
+
 def load_index(
     index_dir: Path,
     model_id: str | None = None,
