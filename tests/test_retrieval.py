@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from corpus.tokenize import KeywordTokenizer
+from embeddings.e5 import MODEL_ID as E5_MODEL_ID
 from embeddings.encoder import DEFAULT_MODEL
 from qa.engine import Verbatim
 from qa.filters import Filters
@@ -275,3 +276,20 @@ def test_a_language_the_encoder_cannot_read_is_answered_from_keywords(
     told = make_engine(model=DEFAULT_MODEL, model_languages="en,ja")
     passages = told.search("日米安全保障条約", 5, mode="hybrid", explain=True).passages
     assert any(p.explain is not None and p.explain.dense_rank is not None for p in passages)
+
+
+def test_a_japanese_folder_indexed_with_no_settings_is_read_by_the_multilingual_encoder(
+    tmp_path: Path, make_engine: Callable[..., Verbatim]
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ja.txt").write_text(JAPANESE_DOC, encoding="utf-8")
+    engine = make_engine()
+    report = engine.build_index([folder])
+    assert report.model == E5_MODEL_ID and report.unread_languages == {}
+    assert engine.index.manifest["languages"] == {"ja": 1}
+    answer = engine.ask("日米安全保障条約が署名されたのは何年ですか?", explain=True)
+    top = answer.quotes[0]
+    assert answer.status == "answered" and "1960年" in top.text
+    assert top.explain is not None and top.explain.dense_rank is not None  # its vectors are read
+    assert engine.ask("What is the capital of France?").status == "no_answer"
