@@ -40,6 +40,9 @@ browser:
 FLOORS := --min ndcg@10=0.96 --min hit@1=0.76 --min hit@3=0.81 --min passage_hit@3=0.89 \
 	--min abstention_recall=0.92 --min abstention_precision=0.76
 
+# Follow-up turns of our conversation set, read with the turn before them (docs/benchmarks.md)
+FOLLOW_UP_FLOORS := --min hit@1=0.58 --min hit@3=0.64
+
 # And on fixed slices of the evaluation part of the public QA sets the quote ranker was not
 # trained on (article-disjoint): a few hundred questions, about a minute.
 SHARED_EVAL ?= ../shared/eval
@@ -53,6 +56,8 @@ JAQUAD_FLOORS := --min ranked_hit@1=0.88 --min hit@1=0.88 --min abstention_preci
 
 eval-gate: install
 	VERBATIM_HOME=.verbatim/eval-gate $(BIN)/verbatim eval eval/seed_questions.jsonl $(FLOORS)
+	VERBATIM_HOME=.verbatim/eval-gate $(BIN)/verbatim eval eval/follow_up_questions.jsonl \
+	  $(FOLLOW_UP_FLOORS)
 	@if [ -f $(QA_TRAIN)/squad-v1.1-train.json.gz ]; then \
 	  VERBATIM_HOME=.verbatim/eval-gate $(BIN)/verbatim eval $(QA_TRAIN)/squad-v1.1-train.json.gz \
 	    $(SQUAD_SLICE) $(SQUAD_FLOORS) && \

@@ -249,6 +249,15 @@ def ask(
     explain: Annotated[
         bool, typer.Option(help="Show each quote's dense, BM25, fused and rerank scores.")
     ] = False,
+    conversation: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID|new",
+            help="Ask as the next turn of a conversation: `new` starts one (its id is printed),"
+            " an id continues it, so a follow-up such as 'when was it signed?' is read with"
+            " the question before it.",
+        ),
+    ] = None,
 ) -> None:
     """Answer a question with exact quotes from the indexed documents."""
     if not question.strip():
@@ -259,11 +268,23 @@ def ask(
     built = _run(engine.ensure_index)
     if built is not None:
         err.print("[dim]no index yet: indexed the packaged seed documents[/dim]")
-    answer = _run(lambda _: engine.ask(question, filters=filters, mode=mode, explain=explain))
+    options: dict[str, Any] = {"filters": filters, "mode": mode, "explain": explain}
+    if conversation is None:
+        answer = _run(lambda _: engine.ask(question, **options))
+    else:
+        turn = engine.new_conversation() if conversation == "new" else None
+        turn = turn or engine.conversation(conversation)
+        if turn is None:
+            _fail(f"no conversation {conversation!r} (unknown or expired): use --conversation new")
+        answer = _run(lambda _: engine.converse(question, turn, **options))
     if as_json:
         print(answer.model_dump_json(indent=2))
-    else:
-        _print_answer(answer)
+        return
+    if answer.context is not None:
+        err.print(f"[dim]read with your earlier question: {escape(answer.context.question)}[/dim]")
+    _print_answer(answer)
+    if answer.conversation_id is not None:
+        err.print(f"[dim]follow up with --conversation {answer.conversation_id}[/dim]")
 
 
 @app.command()

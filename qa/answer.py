@@ -44,6 +44,14 @@ class Quote(BaseModel):
     explain: Explanation | None = None
 
 
+class Context(BaseModel):
+    """The earlier turn of a conversation a follow-up was read with."""
+
+    turn: int = Field(description="which earlier turn (1 = the conversation's first question)")
+    question: str = Field(description="that turn's question")
+    query: str = Field(description="what retrieval read: this question with that turn's words")
+
+
 class Answer(BaseModel):
     question: str
     status: Literal["answered", "no_answer"]
@@ -53,6 +61,12 @@ class Answer(BaseModel):
     )
     index_version: str
     took_ms: float
+    conversation_id: str | None = Field(
+        None, description="the conversation this answer is a turn of; pass it to follow up"
+    )
+    context: Context | None = Field(
+        None, description="the earlier turn this question was read with, when it followed up"
+    )
 
 
 class Passage(BaseModel):

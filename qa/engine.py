@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,16 @@ from embeddings.encoder import (
 from embeddings.store import set_search_threads
 from qa.answer import Answer, Explanation, Passage, Quote, SearchResult
 from qa.batching import QuestionBatcher
+from qa.conversation import (
+    Conversation,
+    ConversationStore,
+    Resolution,
+    SQLiteConversationStore,
+    Turn,
+    lifted,
+    new_conversation_id,
+    resolve,
+)
 from qa.crosslingual import CrossLingualReader
 from qa.filters import Filters
 from qa.index import (
@@ -89,6 +100,9 @@ class _Request:
     filters: Filters | None
     mode: Mode | None
     explain: bool
+    # in a conversation: the question as asked (retrieval reads `resolution.query`)
+    asked: str = ""
+    resolution: Resolution | None = None
 
 
 class Verbatim:
@@ -116,6 +130,7 @@ class Verbatim:
         self._reader_lock = threading.Lock()
         self._index: Index | None = None
         self._examples: tuple[str, list[str]] | None = None  # (index version, questions)
+        self._conversations: ConversationStore | None = None
         self._lock = threading.Lock()
         self.batcher = QuestionBatcher(
             self.read_questions, self.settings.query_batch, self.settings.query_batch_wait_ms
@@ -259,10 +274,68 @@ class Verbatim:
         filters: Filters | None = None,
         mode: Mode | None = None,
         explain: bool = False,
+        conversation: Conversation | None = None,
     ) -> Answer:
-        """The quotes that answer `question`, or `no_answer` with the closest one flagged."""
+        """The quotes that answer `question`, or `no_answer` with the closest one flagged.
+
+        In a `conversation`, a follow-up is read with the earlier turn it points back to
+        (`qa.conversation.resolve`; the answer's `context` names it), and the question is
+        added to the conversation as its next turn (saved by `converse`)."""
         request = self._request(question, top_k, filters, mode, explain)
-        return self.batcher.run(question, partial(self._answer, request))
+        if conversation is None:
+            return self.batcher.run(question, partial(self._answer, request))
+        resolution = (
+            resolve(question, conversation, self.tokenizer)
+            if self.settings.follow_ups
+            else Resolution(question)
+        )
+        request = replace(request, asked=question, resolution=resolution)
+        answer = self.batcher.run(resolution.query, partial(self._answer, request))
+        quoted = [q.doc_id for q in answer.quotes if not q.closest_match]
+        conversation.turns.append(Turn(question, resolution.query, list(dict.fromkeys(quoted))))
+        conversation.updated = time.time()
+        return answer.model_copy(update={"conversation_id": conversation.conversation_id})
+
+    # ------------------------------------------------------------ conversations
+
+    @property
+    def conversations(self) -> ConversationStore:
+        with self._lock:
+            if self._conversations is None:
+                self._conversations = SQLiteConversationStore(
+                    self.settings.home / "conversations.sqlite",
+                    self.settings.conversation_ttl_s,
+                    self.settings.conversation_max_turns,
+                )
+            return self._conversations
+
+    def converse(self, question: str, conversation: Conversation, **options: Any) -> Answer:
+        """`ask` as the next turn of `conversation`, which is then saved."""
+        answer = self.ask(question, conversation=conversation, **options)
+        self.conversations.save(conversation)
+        return answer
+
+    def conversation(self, conversation_id: str, owner: str = "") -> Conversation | None:
+        """A stored conversation `owner` may continue; None when unknown, expired or another
+        owner's (the same answer: another owner's conversations are not there for them)."""
+        found = self.conversations.get(conversation_id)
+        return found if found is not None and found.owner == owner else None
+
+    def conversation_for(
+        self, key: str, owner: str = "", idle_restart_s: float | None = None
+    ) -> Conversation:
+        """The conversation stored under a door's own `key` (a Slack thread), or a new one
+        under it; also new when idle longer than `idle_restart_s` (a DM after a pause)."""
+        found = self.conversation(key, owner)
+        if found is None:
+            return Conversation(key, owner=owner)
+        if idle_restart_s is not None and time.time() - found.updated > idle_restart_s:
+            return Conversation(key, owner=owner)
+        return found
+
+    @staticmethod
+    def new_conversation(owner: str = "") -> Conversation:
+        return Conversation(new_conversation_id(), owner=owner)
 
     def _answer(self, request: _Request, query: Query) -> Answer:
         top_k = request.top_k or self.settings.top_k
@@ -270,6 +343,9 @@ class Verbatim:
         query, candidates = self._candidates(
             index, query, max(self.settings.candidates, top_k), request.filters, mode
         )
+        resolution = request.resolution
+        if resolution is not None and resolution.preferred:
+            candidates = lifted(candidates, resolution.preferred, self.settings.follow_up_lift)
         # Enough distinct quotes for `diverse` to spread top_k over documents; comparing every
         # quote with every kept one was the largest cost of an answer after the encoder.
         selector = QuoteSelector(index, self.tokenizer, self.quote_scorer)
@@ -283,7 +359,7 @@ class Verbatim:
         else:
             chosen, status, closest = ranked[:1], "no_answer", True
         return Answer(
-            question=query.text,
+            question=request.asked or query.text,
             status=status,
             quotes=[
                 self._quote(
@@ -298,6 +374,7 @@ class Verbatim:
             threshold=round(threshold, 4),
             index_version=index.version,
             took_ms=round((time.perf_counter() - request.started) * 1000, 2),
+            context=resolution.context if resolution is not None else None,
         )
 
     def quote_features(

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     # What the chat page offers to ask before the first question (a JSON list in the
     # environment); empty: the seed set's, when the seed documents are what is indexed
     example_questions: list[str] = Field(default_factory=list)
+    # Conversations: follow-ups read with the earlier turn (qa/conversation.py); kept this
+    # long after their last question, at most this many turns
+    follow_ups: bool = True
+    # a follow-up's candidates from the documents the earlier answer quoted move up this many
+    # places (0: off)
+    follow_up_lift: int = Field(3, ge=0, le=100)
+    conversation_ttl_s: float = Field(24 * 3600, gt=0)
+    conversation_max_turns: int = Field(20, ge=1, le=1000)
     quote_keyword_weight: float = Field(0.3, ge=0.0, le=1.0)  # the hand mix's keyword share
     vector_store: Literal["faiss", "milvus"] = "faiss"
     milvus_uri: str = "http://127.0.0.1:19530"
@@ -117,6 +125,8 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, le=256)
     # Slack door
     slack_follow_ups: bool = True  # answer follow-ups in threads the bot answered, unmentioned
+    # A DM's questions are one conversation until a pause this long starts a new one
+    slack_dm_conversation_gap_s: float = Field(30 * 60, gt=0)
     slack_show_closest: bool = False  # with no answer, offer the closest passage
     slack_answer_bots: bool = False  # answer messages from other apps' bots
     # Mention storms: questions answered per user and per channel ("" turns a limit off);

@@ -188,3 +188,28 @@ def test_japanese_text_is_drawn_with_a_japanese_font(browser: Browser, live: Liv
     fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})["fonts"]
     families = {f["familyName"] for f in fonts if f["glyphCount"] > 0}
     assert any("CJK" in family or "JP" in family for family in families), families
+
+
+def test_a_follow_up_in_the_page_is_read_with_the_question_before_it(
+    browser: Browser, live: LiveServer
+) -> None:
+    page = browser.new_page()
+    page.goto(live.url)
+
+    def ask(question: str, n: int) -> None:
+        page.fill("#question", question)
+        page.press("#question", "Enter")
+        expect(page.locator(".exchange").nth(n).locator(".answer")).not_to_contain_text("Searching")
+
+    ask("When was the Japan-U.S. Joint Declaration on Security issued?", 0)
+    ask("What did it reaffirm?", 1)  # only makes sense with the question before it
+    follow_up = page.locator(".exchange").nth(1)
+    expect(follow_up.locator("blockquote").first).to_contain_text(
+        "reaffirmed the importance of the Japan-U.S. security arrangements"
+    )
+    expect(follow_up.locator(".context")).to_contain_text("When was the Japan-U.S. Joint")
+
+    page.click("#new-chat")
+    expect(page.locator(".exchange")).to_have_count(0)
+    ask("What did it reaffirm?", 0)  # a new chat: nothing to point back to
+    expect(page.locator(".exchange").nth(0).locator(".context")).to_have_count(0)

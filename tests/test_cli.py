@@ -220,3 +220,19 @@ def test_index_prepares_every_model_so_no_question_waits_for_one(tmp_path: Path)
     asked = run(home, "ask", "地域に前方展開している米軍の兵力はどのくらいですか?", **env)
     assert asked.returncode == 0 and "100,000" in asked.stdout, asked.stderr
     assert _files(models) == prepared  # the cold process's first question prepared nothing
+
+
+def test_ask_continues_a_conversation(home: Path) -> None:
+    first = json.loads(
+        run(
+            home, "ask", "--json", "--conversation", "new", "Where was the 2+2 meeting held?"
+        ).stdout
+    )
+    conversation_id = first["conversation_id"]
+    shown = run(home, "ask", "--conversation", conversation_id, "When was it held?")
+    assert shown.returncode == 0, shown.stderr
+    assert "read with your earlier question: Where was the 2+2 meeting held?" in shown.stderr
+    assert "October 3, 2013" in shown.stdout
+    assert f"--conversation {conversation_id}" in shown.stderr
+    unknown = run(home, "ask", "--conversation", "no-such-id", "When was it held?")
+    assert unknown.returncode == 1 and "--conversation new" in unknown.stderr

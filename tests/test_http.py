@@ -332,3 +332,59 @@ def test_examples_for_other_documents_come_from_titles_and_are_answered(
     for question in examples:
         top = engine.ask(question).quotes[0]
         assert top.closest_match is False and titles[top.doc_id] in question
+
+
+def test_a_follow_up_continues_the_conversation_the_server_issued(server: LiveServer) -> None:
+    first = httpx.post(
+        f"{server.url}/v1/ask",
+        json={"question": "When was the Japan-U.S. Joint Declaration on Security issued?"},
+    ).json()
+    conversation_id = first["conversation_id"]
+    assert conversation_id and first["context"] is None
+    follow_up = {"question": "What did it reaffirm?", "conversation_id": conversation_id}
+    answer = httpx.post(f"{server.url}/v1/ask", json=follow_up).json()
+    assert (
+        answer["conversation_id"] == conversation_id
+        and answer["question"] == "What did it reaffirm?"
+    )
+    assert answer["context"]["turn"] == 1
+    assert answer["context"]["question"] == first["question"]
+    assert "Declaration" in answer["context"]["query"]  # retrieval read the earlier subject
+    top = answer["quotes"][0]
+    assert "reaffirmed the importance of the Japan-U.S. security arrangements" in top["text"]
+    text = httpx.get(f"{server.url}/v1/documents/{top['doc_id']}").json()["text"]
+    assert text[top["char_start"] : top["char_end"]] == top["text"]  # still an exact quote
+    alone = httpx.post(f"{server.url}/v1/ask", json={"question": "What did it reaffirm?"}).json()
+    assert alone["context"] is None and alone["conversation_id"] != conversation_id
+
+    stored = httpx.get(f"{server.url}/v1/conversations/{conversation_id}").json()
+    assert [t["question"] for t in stored["turns"]] == [first["question"], follow_up["question"]]
+    assert httpx.delete(f"{server.url}/v1/conversations/{conversation_id}").status_code == 204
+    assert httpx.get(f"{server.url}/v1/conversations/{conversation_id}").status_code == 404
+    gone = httpx.post(f"{server.url}/v1/ask", json=follow_up)
+    assert (
+        gone.status_code == 404 and "leave conversation_id out" in gone.json()["error"]["message"]
+    )
+
+
+def test_a_conversation_belongs_to_the_key_that_started_it(
+    start: Callable[..., LiveServer],
+) -> None:
+    live = start(api_keys="alpha,beta", rate_limit="")
+    live.wait_ready()
+    alpha, beta = {"X-API-Key": "alpha"}, {"Authorization": "Bearer beta"}
+    asked = httpx.post(
+        f"{live.url}/v1/ask", json={"question": "Where was the 2+2 meeting held?"}, headers=alpha
+    ).json()
+    conversation_id = asked["conversation_id"]
+    url = f"{live.url}/v1/conversations/{conversation_id}"
+    assert httpx.get(url, headers=alpha).status_code == 200
+    for method in (httpx.get, httpx.delete):
+        assert method(url, headers=beta).status_code == 404  # not there, for another key
+    continued = httpx.post(
+        f"{live.url}/v1/ask",
+        json={"question": "When was it?", "conversation_id": conversation_id},
+        headers=beta,
+    )
+    assert continued.status_code == 404
+    assert httpx.get(url, headers=alpha).json()["turns"][0]["question"] == asked["question"]

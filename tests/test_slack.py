@@ -186,6 +186,33 @@ def test_follow_up_in_owned_thread_uses_the_thread_question(bot: Bot) -> None:
     assert "1997" in _quotes(replies[1])[0]
 
 
+def _dm(bot: Bot, text: str, channel: str) -> None:
+    message = {"type": "message", "channel_type": "im", "channel": channel, "user": "U3"}
+    bot.driver.event({**message, "text": text, "ts": bot.ts()})
+
+
+def test_a_dm_is_a_conversation_until_a_pause_starts_a_new_one(bot: Bot) -> None:
+    _dm(bot, "When was the Japan-U.S. Joint Declaration on Security issued?", "DCONV")
+    bot.api.wait_for("chat.postMessage", channel="DCONV")
+    _dm(bot, "What did it reaffirm?", "DCONV")  # "it": the declaration, from the DM before
+    followed = bot.api.wait_for("chat.postMessage", 2, channel="DCONV")[1]
+    assert "reaffirmed the importance of the Japan-U.S. security arrangements" in " ".join(
+        _quotes(followed)
+    )
+    stored = bot.engine.conversation("slack:DCONV", "slack")
+    assert stored is not None and [t.question for t in stored.turns][-1] == "What did it reaffirm?"
+    assert bot.engine.conversation("slack:DCONV") is None  # not an HTTP client's to read
+
+    stored.updated -= bot.engine.settings.slack_dm_conversation_gap_s + 1  # a long pause
+    bot.engine.conversations.save(stored)
+    _dm(bot, "What did it reaffirm?", "DCONV")
+    bot.api.wait_for("chat.postMessage", 3, channel="DCONV")
+    restarted = bot.engine.conversation("slack:DCONV", "slack")
+    assert restarted is not None and [t.question for t in restarted.turns] == [
+        "What did it reaffirm?"
+    ]
+
+
 def test_silent_in_threads_it_was_never_called_into(bot: Bot) -> None:
     message = {"type": "message", "channel_type": "channel", "channel": "CFOREIGN", "user": "U1"}
     bot.driver.event({**message, "text": TROOPS, "ts": bot.ts(), "thread_ts": "1600000000.000001"})

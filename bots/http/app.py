@@ -6,6 +6,7 @@ thread so encoding and search never block the event loop.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
 import threading
@@ -31,7 +32,15 @@ from starlette.exceptions import HTTPException
 
 from bots.http.guard import RequestGuard
 from bots.http.metrics import Metrics
-from bots.http.schemas import AskRequest, DocumentFull, DocumentSummary, ErrorBody, Examples
+from bots.http.schemas import (
+    AskRequest,
+    ConversationBody,
+    DocumentFull,
+    DocumentSummary,
+    ErrorBody,
+    Examples,
+    TurnBody,
+)
 from bots.slack.adapter import SlackAdapter
 from bots.slack.settings import SlackSettings
 from corpus.models import Document
@@ -126,8 +135,24 @@ def create_app(
     async def ask(body: AskRequest, request: Request) -> Answer:
         if settings.log_questions:
             request.state.question = body.question
+        owner = _owner(request)
+        if body.conversation_id is None:
+            conversation = engine.new_conversation(owner)
+        else:
+            found = await in_worker(engine.conversation, body.conversation_id, owner)
+            if found is None:
+                raise HTTPException(404, _conversation_gone(body.conversation_id))
+            conversation = found
         answer = await in_worker(
-            engine.ask, body.question, body.top_k, body.filters, body.mode, body.explain
+            partial(
+                engine.converse,
+                body.question,
+                conversation,
+                top_k=body.top_k,
+                filters=body.filters,
+                mode=body.mode,
+                explain=body.explain,
+            )
         )
         metrics.answers.labels(answer.status).inc()
         metrics.observe_index(engine.index)
@@ -140,6 +165,36 @@ def create_app(
         return await in_worker(
             engine.search, body.question, body.top_k, body.filters, body.mode, body.explain
         )
+
+    @v1.get(
+        "/conversations/{conversation_id}",
+        response_model=ConversationBody,
+        responses={404: {"model": ErrorBody}},
+        summary="A conversation's turns",
+    )
+    async def conversation(conversation_id: str, request: Request) -> ConversationBody:
+        found = await in_worker(engine.conversation, conversation_id, _owner(request))
+        if found is None:
+            raise HTTPException(404, _conversation_gone(conversation_id))
+        return ConversationBody(
+            conversation_id=found.conversation_id,
+            turns=[
+                TurnBody(question=t.question, query=t.query, quoted=t.quoted) for t in found.turns
+            ],
+            updated=found.updated,
+        )
+
+    @v1.delete(
+        "/conversations/{conversation_id}",
+        status_code=204,
+        responses={404: {"model": ErrorBody}},
+        summary="Forget a conversation",
+    )
+    async def forget(conversation_id: str, request: Request) -> None:
+        found = await in_worker(engine.conversation, conversation_id, _owner(request))
+        if found is None:
+            raise HTTPException(404, _conversation_gone(conversation_id))
+        await in_worker(engine.conversations.delete, conversation_id)
 
     @v1.get("/documents", response_model=list[DocumentSummary], summary="Indexed documents")
     async def documents() -> list[DocumentSummary]:
@@ -255,6 +310,20 @@ def _not_ready_message(startup_error: list[str], loading: str) -> str:
     if startup_error:
         return f"cannot answer: {startup_error[-1]}"
     return loading
+
+
+def _owner(request: Request) -> str:
+    """Whose conversations a request reaches: its API key's (a digest, never the key), or
+    everyone's on a server without keys."""
+    presented = _presented_key(request)
+    return hashlib.sha256(presented.encode()).hexdigest()[:16] if presented else ""
+
+
+def _conversation_gone(conversation_id: str) -> str:
+    return (
+        f"no conversation {conversation_id!r} (unknown, expired or another key's): leave"
+        " conversation_id out to start a new one"
+    )
 
 
 def _access_check(

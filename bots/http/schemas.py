@@ -31,6 +31,12 @@ class AskRequest(BaseModel):
     filters: Filters | None = None
     mode: Mode | None = Field(None, description="dense, bm25 or hybrid (default: the server's)")
     explain: bool = Field(False, description="add each result's retrieval scores and terms")
+    conversation_id: str | None = Field(
+        None,
+        max_length=64,
+        description="continue this conversation (from an earlier answer); without it, /v1/ask"
+        " starts a new one",
+    )
 
     @field_validator("question")
     @classmethod
@@ -38,6 +44,18 @@ class AskRequest(BaseModel):
         if not value.strip():
             raise ValueError("the question is empty")
         return value
+
+
+class TurnBody(BaseModel):
+    question: str
+    query: str = Field(description="what retrieval read for it")
+    quoted: list[str] = Field(description="doc ids of the quotes its answer showed")
+
+
+class ConversationBody(BaseModel):
+    conversation_id: str
+    turns: list[TurnBody]
+    updated: float = Field(description="Unix time of its last question")
 
 
 class DocumentSummary(BaseModel):

@@ -12,7 +12,6 @@ import math
 import re
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 from limits import RateLimitItem
@@ -45,6 +44,8 @@ _IGNORED_SUBTYPES = {
 _BLOCK_ERRORS = {"invalid_blocks", "msg_blocks_too_long", "msg_too_long"}
 DEDUPE_SECONDS = 15 * 60
 RATE_LIMIT_RETRIES = 2
+# Whose conversations Slack's are: no HTTP client (whose owner is its API key) reaches them
+SLACK_OWNER = "slack"
 
 
 class _Seen:
@@ -108,8 +109,6 @@ class SlackAdapter:
         self._seen = _Seen(DEDUPE_SECONDS)
         self._throttle = _Throttle(settings.slack_user_rate, settings.slack_channel_rate)
         self._told_to_wait = _Seen(60)
-        self._threads: OrderedDict[tuple[str, str], list[str]] = OrderedDict()  # questions asked
-        self._threads_lock = threading.Lock()
         self.app = App(
             client=self.client,
             signing_secret=slack.signing_secret or None,
@@ -248,16 +247,19 @@ class SlackAdapter:
             return
         self._react("reactions_add", channel, ts)
         try:
-            earlier = self._thread_questions(channel, thread)
-            # A follow-up ("and when was it approved?") means more with what the thread asked.
-            query = f"{earlier[-1]} {question}" if earlier else question
-            answer = self.engine.ask(query)
+            # A thread is a conversation; so is a DM, until a pause starts a new one.
+            conversation = self.engine.conversation_for(
+                _conversation_key(channel, thread),
+                SLACK_OWNER,
+                None if thread else self.settings.slack_dm_conversation_gap_s,
+            )
+            # saved before the answer is posted: a reply to it may come at once
+            answer = self.engine.converse(question, conversation)
             key = self.feedback.remember(answer, user, f"{channel}/{thread or ts}")
             text, blocks = answer_message(
                 answer, key, self.settings.slack_show_closest, public_url=self.settings.public_url
             )
-            if self._post(channel=channel, thread_ts=thread, text=text, blocks=blocks):
-                self._remember_thread(channel, thread or ts, question)
+            self._post(channel=channel, thread_ts=thread, text=text, blocks=blocks)
         finally:
             self._react("reactions_remove", channel, ts)
 
@@ -284,21 +286,12 @@ class SlackAdapter:
             log.info("slack_reaction_failed", error=error.response.get("error"))
 
     def _owns_thread(self, channel: str, thread: str) -> bool:
-        with self._threads_lock:
-            return (channel, thread) in self._threads
+        key = _conversation_key(channel, thread)
+        return self.engine.conversation(key, SLACK_OWNER) is not None
 
-    def _thread_questions(self, channel: str, thread: str | None) -> list[str]:
-        if thread is None:
-            return []
-        with self._threads_lock:
-            return list(self._threads.get((channel, thread), []))
 
-    def _remember_thread(self, channel: str, thread: str, question: str) -> None:
-        with self._threads_lock:
-            self._threads.setdefault((channel, thread), []).append(question)
-            self._threads.move_to_end((channel, thread))
-            while len(self._threads) > 10_000:
-                self._threads.popitem(last=False)
+def _conversation_key(channel: str, thread: str | None) -> str:
+    return f"slack:{channel}:{thread}" if thread else f"slack:{channel}"
 
 
 def _slow_down(seconds: int) -> str:

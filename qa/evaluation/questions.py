@@ -45,6 +45,8 @@ class Question(BaseModel):
     category: str = "uncategorised"
     lang: str = "en"
     known_failure: str | None = None  # why the current system misses it, kept honest by tests
+    # A follow-up: the questions asked before it in its conversation, in order
+    context: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _has_gold(self) -> Question:

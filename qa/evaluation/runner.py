@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qa.answer import Answer, Passage
+from qa.conversation import Conversation
 from qa.engine import Verbatim
 from qa.evaluation.questions import Question
 from qa.index import Index
@@ -58,8 +59,9 @@ def run_questions(
         # Latency is what a user waits for: `ask` where quotes are shown, else a top-10 search;
         # timed first, before the deeper search for the metrics warms the cross-lingual
         # reader's memo with this question's passages.
+        conversation = _conversation(engine, question.context) if question.context else None
         started = time.perf_counter()
-        answer = engine.ask(question.question) if with_quotes else None
+        answer = engine.ask(question.question, conversation=conversation) if with_quotes else None
         if answer is None:
             engine.search(question.question, 10)
         latency = (time.perf_counter() - started) * 1000
@@ -93,6 +95,14 @@ def run_questions(
         if progress is not None:
             progress()
     return results
+
+
+def _conversation(engine: Verbatim, earlier: list[str]) -> Conversation:
+    """A conversation holding `earlier`'s questions as asked turns (answered by `engine`)."""
+    conversation = engine.new_conversation()
+    for question in earlier:
+        engine.ask(question, conversation=conversation)
+    return conversation
 
 
 def _document_ranking(passages: list[Passage]) -> list[tuple[str, float]]:

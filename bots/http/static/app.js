@@ -7,6 +7,10 @@ const input = document.getElementById("question");
 const keyInput = document.getElementById("api-key");
 const history = document.getElementById("history");
 const intro = document.getElementById("intro");
+const newChat = document.getElementById("new-chat");
+// The conversation the next question continues (the server issues it with each answer), so
+// "when was it signed?" is read with the question before it. "New chat" starts over.
+let conversationId = null;
 const LANGUAGES = { en: "English", ja: "Japanese" };
 
 function el(tag, className, text) {
@@ -150,13 +154,23 @@ async function ask(question) {
     const response = await fetch("/v1/ask", {
       method: "POST",
       headers: headers(),
-      body: JSON.stringify({ question }),
+      body: JSON.stringify({ question, conversation_id: conversationId }),
     });
     const body = await response.json();
+    if (response.status === 404 && conversationId) {
+      conversationId = null; // expired on the server: this question starts a new one
+      entry.remove();
+      return ask(question);
+    }
     if (!response.ok) {
       if (response.status === 401) keyInput.classList.remove("hidden");
       answerBox.replaceChildren(el("p", "error", body.error ? body.error.message : "Request failed."));
       return;
+    }
+    conversationId = body.conversation_id;
+    newChat.classList.remove("hidden");
+    if (body.context) {
+      answerBox.before(el("p", "context", `Read with your earlier question: “${body.context.question}”`));
     }
     renderAnswer(body, answerBox);
   } catch (error) {
@@ -171,6 +185,14 @@ function showAboveForm(entry) {
   entry.style.scrollMarginBottom = form.offsetHeight + 16 + "px";
   entry.scrollIntoView({ block: "end" });
 }
+
+newChat.addEventListener("click", () => {
+  conversationId = null;
+  history.replaceChildren();
+  newChat.classList.add("hidden");
+  intro.classList.toggle("hidden", intro.children.length === 0);
+  input.focus();
+});
 
 keyInput.addEventListener("change", showIntro);
 showIntro();
