@@ -25,7 +25,7 @@ from qa.stores import StoreSettings
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VERBATIM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VERBATIM_", env_file=".env", extra="ignore")
 
     home: Path = Field(default_factory=lambda: platformdirs.user_data_path("verbatim"))
     index_dir: Path | None = None  # default: $VERBATIM_HOME/index

@@ -26,3 +26,14 @@ def test_every_named_document_is_in_the_repository() -> None:
     assert "docs/design.md" in named  # the check reads what it should
     missing = {name: where for name, where in named.items() if not (ROOT / name).is_file()}
     assert not missing, f"named but not in the repository: {missing}"
+
+
+def test_the_env_example_names_only_real_settings() -> None:
+    from bots.slack.settings import SlackSettings
+    from qa.settings import Settings
+
+    names = re.findall(r"^#? ?((?:VERBATIM|SLACK)_\w+)=", (ROOT / ".env.example").read_text(), re.M)
+    assert "VERBATIM_FOLLOW_UPS" in names  # the check reads what it should
+    known = {f"VERBATIM_{f.upper()}" for f in Settings.model_fields}
+    known |= {f"SLACK_{f.upper()}" for f in SlackSettings.model_fields}
+    assert set(names) <= known, set(names) - known

@@ -6,7 +6,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SlackSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SLACK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SLACK_", env_file=".env", extra="ignore")
 
     bot_token: str = ""  # xoxb-…: Web API calls
     signing_secret: str = ""  # verifies every request Slack sends in HTTP mode
