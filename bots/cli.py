@@ -24,6 +24,7 @@ from rich.table import Table
 from embeddings.encoder import ModelLoadError, prepared_models
 from embeddings.store import VectorStoreUnavailable
 from qa.answer import Answer, Explanation
+from qa.collections import Collections
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.evaluation.docqa import DocQASlice
 from qa.filters import Filters
@@ -53,6 +54,12 @@ app = typer.Typer(
 err = Console(stderr=True, soft_wrap=True)
 # Never break a quote with inserted newlines; piped output gets room for wide tables.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+COLLECTION_OPTION = typer.Option(
+    help="Which collection (a named corpus with its own index; created by `verbatim index"
+    " --collection NAME PATH`) \\[env: VERBATIM_COLLECTION; default: default, the seeds]."
+)
 
 
 class _State:
@@ -142,6 +149,7 @@ def index(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the build report as JSON.")
     ] = False,
+    collection: Annotated[str | None, COLLECTION_OPTION] = None,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -154,7 +162,7 @@ def index(
 ) -> None:
     """Index documents (.txt .md .html .pdf .docx). Re-runs only embed what changed; the index
     then mirrors exactly the PATHs given (files no longer there are removed)."""
-    settings = _settings(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    settings = _settings(chunk_size=chunk_size, chunk_overlap=chunk_overlap, collection=collection)
     engine = _engine(settings)
     if shard is not None:
         number, total = _shard(shard)
@@ -249,6 +257,7 @@ def ask(
     explain: Annotated[
         bool, typer.Option(help="Show each quote's dense, BM25, fused and rerank scores.")
     ] = False,
+    collection: Annotated[str | None, COLLECTION_OPTION] = None,
     conversation: Annotated[
         str | None,
         typer.Option(
@@ -262,7 +271,7 @@ def ask(
     """Answer a question with exact quotes from the indexed documents."""
     if not question.strip():
         _fail("the question is empty", code=2)
-    settings = _settings(top_k=top_k, threshold=threshold)
+    settings = _settings(top_k=top_k, threshold=threshold, collection=collection)
     filters = Filters(doc_ids=doc, source=source, lang=lang, date_from=since, date_to=until)
     engine = _engine(settings)
     built = _run(engine.ensure_index)
@@ -316,9 +325,10 @@ def documents(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the documents' metadata as JSON.")
     ] = False,
+    collection: Annotated[str | None, COLLECTION_OPTION] = None,
 ) -> None:
     """List the indexed documents."""
-    engine = _engine(_settings())
+    engine = _engine(_settings(collection=collection))
     docs = _run(lambda _: engine.documents())
     if as_json:
         rows = [
@@ -339,6 +349,23 @@ def documents(
     )
     for d in docs:
         table.add_row(d.doc_id, d.title, d.date or "", d.source or "", d.lang, f"{len(d.text):,}")
+    out.print(table)
+
+
+@app.command()
+def collections(
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
+    """List the collections: their documents, encoder and index version."""
+    settings = _settings()
+    registry = Collections(settings, _engine(settings))
+    summaries = _run(lambda _: [registry.summary(n) for n in registry.names()])
+    if as_json:
+        print(json.dumps([asdict(s) for s in summaries], indent=2))
+        return
+    table = Table("collection", "documents", "encoder", "index version")
+    for s in summaries:
+        table.add_row(s.name, str(s.documents), f"{s.model} ({s.model_reason})", s.index_version)
     out.print(table)
 
 
@@ -538,7 +565,9 @@ def slack() -> None:
     _run(engine.prepare)  # every model loaded before the first event, as `serve` does
     try:
         adapter = SlackAdapter(
-            engine, settings, credentials.model_copy(update={"signing_secret": ""})
+            Collections(settings, engine),
+            settings,
+            credentials.model_copy(update={"signing_secret": ""}),
         )
     except (BoltError, SlackClientError, OSError) as exc:
         _fail(f"Slack: {exc}; check SLACK_BOT_TOKEN and SLACK_API_BASE_URL")

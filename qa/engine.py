@@ -47,6 +47,7 @@ from qa.index import (
     BuildReport,
     Index,
     IndexBuilder,
+    IndexNotFoundError,
     built_model,
     current_version_dir,
     load_index,
@@ -56,7 +57,7 @@ from qa.quote_scorer import QuoteScorer, make_quote_scorer
 from qa.quotes import QuoteSelector, QuoteWindow, ScoredQuote, diverse
 from qa.rerank import Reranker, make_reranker
 from qa.retriever import Candidate, Mode, Query, Selection, make_retriever
-from qa.settings import Settings
+from qa.settings import DEFAULT_COLLECTION, Settings
 
 # Answered by the default configuration (eval/seed_questions.jsonl: s01, s04, j01)
 SEED_EXAMPLES = (
@@ -224,9 +225,15 @@ class Verbatim:
         self.cross_lingual_reader  # noqa: B018 - loading is the point
 
     def ensure_index(self, progress: BuildProgress | None = None) -> BuildReport | None:
-        """Build the default corpus when no index exists yet, so asking works with no setup."""
+        """Build the seed documents into the default collection when it has no index yet, so
+        asking works with no setup; another collection must have been indexed."""
         if current_version_dir(self.settings.resolved_index_dir) is not None:
             return None
+        name = self.settings.collection
+        if name != DEFAULT_COLLECTION:
+            raise IndexNotFoundError(
+                f"no collection {name!r}: index it with `verbatim index --collection {name} PATH`"
+            )
         return self.build_index(None, progress)
 
     def prepare(self, progress: BuildProgress | None = None) -> BuildReport | None:

@@ -3,6 +3,7 @@ these defaults."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -23,12 +24,18 @@ from qa.rerank import RerankerKind, RerankSettings
 from qa.retriever import Fusion, Mode
 from qa.stores import StoreSettings
 
+DEFAULT_COLLECTION = "default"
+COLLECTION_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VERBATIM_", env_file=".env", extra="ignore")
 
     home: Path = Field(default_factory=lambda: platformdirs.user_data_path("verbatim"))
-    index_dir: Path | None = None  # default: $VERBATIM_HOME/index
+    # Which named corpus: each collection is its own index, built and reloaded on its own
+    # ("default": $VERBATIM_HOME/index, holding the seeds; others $VERBATIM_HOME/collections/NAME)
+    collection: str = Field(DEFAULT_COLLECTION, pattern=COLLECTION_NAME)
+    index_dir: Path | None = None  # the default collection's; default: $VERBATIM_HOME/index
     # Exported and converted models (ONNX graphs, multilingual-e5-small's folder, ~1 GB);
     # default $VERBATIM_HOME/models. Homes can share one.
     models_dir: Path | None = None
@@ -103,7 +110,10 @@ class Settings(BaseSettings):
     public_url: str = Field("", pattern=r"^(https?://[^\s<>|]+)?$")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_keys: str = ""  # comma-separated; when set, every /v1 route needs one
+    # comma-separated; when set, every /v1 route needs one. `KEY` reads every collection,
+    # `KEY:hr+default` only those named
+    api_keys: str = ""
+    api_keys_file: Path | None = None  # JSON {"KEY": ["hr", "default"] or "*"}, beside api_keys
     rate_limit: str = "120/minute"  # per client (API key or address); "" turns it off
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
     max_body_bytes: int = Field(64 * 1024, ge=1024)
@@ -125,6 +135,9 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, le=256)
     # Slack door
     slack_follow_ups: bool = True  # answer follow-ups in threads the bot answered, unmentioned
+    # Which collection each channel (or DM) reads, by channel id; "*" for the others (JSON in
+    # the environment, e.g. {"C0HR": "hr", "*": "default"}); unmapped: the default collection
+    slack_channel_collections: dict[str, str] = Field(default_factory=dict)
     # A DM's questions are one conversation until a pause this long starts a new one
     slack_dm_conversation_gap_s: float = Field(30 * 60, gt=0)
     slack_show_closest: bool = False  # with no answer, offer the closest passage
@@ -140,8 +153,17 @@ class Settings(BaseSettings):
         return value.upper()
 
     @property
-    def api_key_set(self) -> frozenset[str]:
-        return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())
+    def api_key_scopes(self) -> dict[str, frozenset[str] | None]:
+        """Each API key and the collections it may read (None: every one), from `api_keys`
+        and `api_keys_file`; a file that cannot be read raises ValueError saying why."""
+        scopes: dict[str, frozenset[str] | None] = {}
+        for entry in (e.strip() for e in self.api_keys.split(",")):
+            key, _, named = entry.partition(":")
+            if key.strip():
+                scopes[key.strip()] = frozenset(named.split("+")) if named else None
+        if self.api_keys_file is not None:
+            scopes.update(_keys_file(self.api_keys_file))
+        return scopes
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -149,7 +171,13 @@ class Settings(BaseSettings):
 
     @property
     def resolved_index_dir(self) -> Path:
+        if self.collection != DEFAULT_COLLECTION:
+            return self.collections_dir / self.collection
         return self.index_dir or self.home / "index"
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.home / "collections"
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -179,7 +207,11 @@ class Settings(BaseSettings):
             ),
             milvus_uri=self.milvus_uri,
             milvus_token=self.milvus_token,
-            milvus_collection=self.milvus_collection,
+            milvus_collection=(
+                self.milvus_collection
+                if self.collection == DEFAULT_COLLECTION
+                else f"{self.milvus_collection}_{self.collection}"
+            ),
             search_sentences=self.sentence_recall > 0,
         )
 
@@ -211,3 +243,18 @@ class Settings(BaseSettings):
             return self
         cores = os.cpu_count() or 1
         return self.model_copy(update={"threads": max(1, cores // self.query_workers)})
+
+
+def _keys_file(path: Path) -> dict[str, frozenset[str] | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the API keys file {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        (isinstance(v, list) and all(isinstance(c, str) for c in v)) or v == "*"
+        for v in data.values()
+    ):
+        raise ValueError(
+            f'the API keys file {path} must be a JSON object {{"KEY": ["collection", ...] or "*"}}'
+        )
+    return {str(k): None if v == "*" else frozenset(v) for k, v in data.items()}

@@ -19,6 +19,9 @@ from .conftest import seeds_with
 from .live_server import LiveServer
 
 TROOPS = "How many U.S. military personnel are forward deployed in the region?"
+HR_DOC = (
+    "# Parental leave policy\n\nEmployees may take up to sixteen weeks of paid parental leave.\n"
+)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = (
     "Hostile notes\n\n"
@@ -57,6 +60,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator
     )
     engine = Verbatim(settings, encoder)
     engine.build_index([corpus])
+    hr = tmp_path_factory.mktemp("browser-hr")
+    (hr / "leave.md").write_text(HR_DOC, encoding="utf-8")
+    Verbatim(settings.model_copy(update={"collection": "hr"}), encoder).build_index([hr])
     with LiveServer(create_app(settings, engine)) as server:
         server.wait_ready()
         yield server
@@ -213,3 +219,22 @@ def test_a_follow_up_in_the_page_is_read_with_the_question_before_it(
     expect(page.locator(".exchange")).to_have_count(0)
     ask("What did it reaffirm?", 0)  # a new chat: nothing to point back to
     expect(page.locator(".exchange").nth(0).locator(".context")).to_have_count(0)
+
+
+def test_the_collection_picker_asks_the_chosen_collection(
+    browser: Browser, live: LiveServer
+) -> None:
+    page = browser.new_page()
+    page.goto(live.url)
+    expect(page.locator("#collection option")).to_have_count(2)
+    page.select_option("#collection", "hr")
+    expect(page.locator("#intro .titles")).to_contain_text("Parental leave policy")
+    page.fill("#question", "How many weeks of parental leave may employees take?")
+    page.press("#question", "Enter")
+    quote = page.locator(".exchange").nth(0).locator("blockquote").first
+    expect(quote).to_contain_text("sixteen weeks")
+    link = page.locator(".exchange").nth(0).locator("a.open").first
+    assert "?collection=hr#chars=" in (link.get_attribute("href") or "")
+    view = browser.new_page()
+    view.goto(live.url + (link.get_attribute("href") or ""))
+    expect(view.locator("mark")).to_contain_text("sixteen weeks")

@@ -236,3 +236,29 @@ def test_ask_continues_a_conversation(home: Path) -> None:
     assert f"--conversation {conversation_id}" in shown.stderr
     unknown = run(home, "ask", "--conversation", "no-such-id", "When was it held?")
     assert unknown.returncode == 1 and "--conversation new" in unknown.stderr
+
+
+def test_collections_are_indexed_listed_and_asked_apart(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    (hr / "leave.md").write_text(
+        "# Parental leave policy\n\nEmployees may take up to sixteen weeks of paid parental"
+        " leave.\n",
+        encoding="utf-8",
+    )
+    built = run(home, "index", "--collection", "hr", str(hr))
+    assert built.returncode == 0, built.stderr
+    assert str(home / "collections" / "hr") in built.stdout
+    listed = json.loads(run(home, "collections", "--json").stdout)
+    assert [(c["name"], c["documents"]) for c in listed] == [("default", 0), ("hr", 1)]
+    leave = json.loads(
+        run(home, "ask", "--json", "--collection", "hr", "How long is parental leave?").stdout
+    )
+    assert leave["quotes"][0]["doc_id"] == "leave"
+    seeds = json.loads(run(home, "ask", "--json", TROOPS).stdout)  # the default: the seeds
+    assert seeds["quotes"][0]["doc_id"] == SEED_TROOPS_DOC
+    missing = run(home, "ask", "--collection", "finance", TROOPS)
+    assert missing.returncode == 1 and "verbatim index --collection finance" in missing.stderr
+    invalid = run(home, "ask", "--collection", "../x", TROOPS)
+    assert invalid.returncode == 2 and "collection" in invalid.stderr

@@ -388,3 +388,62 @@ def test_a_conversation_belongs_to_the_key_that_started_it(
     )
     assert continued.status_code == 404
     assert httpx.get(url, headers=alpha).json()["turns"][0]["question"] == asked["question"]
+
+
+HR_DOC = (
+    "# Parental leave policy\n\nEmployees may take up to sixteen weeks of paid parental leave."
+    " Leave must be requested from HR at least four weeks in advance.\n"
+)
+SEED_DOC = "001_dd8c4ca6def8021f"
+
+
+def test_api_keys_are_scoped_to_collections_and_no_door_leaks_another(
+    tmp_path: Path, start: Callable[..., LiveServer], encoder: Encoder
+) -> None:
+    home = tmp_path / "home"
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "hr" / "leave.md").write_text(HR_DOC, encoding="utf-8")
+    Verbatim(Settings(home=home, collection="hr"), encoder).build_index([tmp_path / "hr"])
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"hr-key": ["hr"], "admin": "*"}), encoding="utf-8")
+    live = start(home=home, api_keys="seed-key:default", api_keys_file=keys, rate_limit="")
+    live.wait_ready()
+    hr, seeds, admin = ({"X-API-Key": k} for k in ("hr-key", "seed-key", "admin"))
+
+    def ask(headers: dict[str, str], **body: Any) -> httpx.Response:
+        return httpx.post(f"{live.url}/v1/ask", json=body, headers=headers)
+
+    leave = ask(hr, question="How many weeks of parental leave?", collection="hr")
+    assert leave.status_code == 200 and leave.json()["quotes"][0]["doc_id"] == "leave"
+    troops = "How many U.S. military personnel are forward deployed in the region?"
+    assert ask(seeds, question=troops).json()["quotes"][0]["doc_id"] == SEED_DOC
+    # every way for the hr key to reach the seeds' text
+    assert ask(hr, question=troops).status_code == 403  # the default collection
+    assert ask(hr, question=troops, collection="default").status_code == 403
+    filtered = ask(hr, question=troops, collection="hr", filters={"doc_ids": [SEED_DOC]})
+    assert all(q["doc_id"] != SEED_DOC for q in filtered.json()["quotes"])
+    for path in (f"/v1/documents/{SEED_DOC}", "/v1/documents", "/v1/examples"):
+        assert httpx.get(f"{live.url}{path}", headers=hr).status_code == 403
+    hr_view = httpx.get(f"{live.url}/v1/documents/{SEED_DOC}?collection=hr", headers=hr)
+    assert hr_view.status_code == 404
+    listed = httpx.get(f"{live.url}/v1/documents?collection=hr", headers=hr).json()
+    assert [d["doc_id"] for d in listed] == ["leave"]
+    seed_conversation = ask(seeds, question=troops).json()["conversation_id"]
+    for collection in ("hr", "default"):
+        reused = ask(
+            hr, question="And where?", collection=collection, conversation_id=seed_conversation
+        )
+        assert reused.status_code in (403, 404)
+    url = f"{live.url}/v1/conversations/{seed_conversation}"
+    assert httpx.get(f"{url}?collection=hr", headers=hr).status_code == 404
+    assert httpx.get(url, headers=admin).status_code == 404  # another key's, even for admin
+    assert httpx.get(url, headers=seeds).status_code == 200
+
+    names = {
+        k: [c["name"] for c in httpx.get(f"{live.url}/v1/collections", headers=h).json()]
+        for k, h in (("hr", hr), ("seeds", seeds), ("admin", admin))
+    }
+    assert names == {"hr": ["hr"], "seeds": ["default"], "admin": ["default", "hr"]}
+    assert ask(admin, question=troops, collection="nope").status_code == 404
+    assert ask(hr, question=troops, collection="nope").status_code == 403
+    assert ask(admin, question=troops, collection="../etc").status_code == 422

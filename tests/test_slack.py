@@ -21,6 +21,7 @@ from bots.slack.blocks import MAX_BLOCKS, SECTION_LIMIT, TEXT_BUDGET, answer_mes
 from bots.slack.settings import SlackSettings
 from embeddings.encoder import Encoder
 from qa.answer import Answer, Quote
+from qa.collections import Collections
 from qa.engine import Verbatim
 from qa.evaluation.questions import load_questions
 from qa.settings import Settings
@@ -76,9 +77,13 @@ def bot(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[
         slack_user_rate="",
         slack_channel_rate="",
         public_url=PUBLIC_URL,
+        slack_channel_collections={"CHR": "hr", "CFIN": "finance"},
     )
     engine = Verbatim(settings, encoder)
     engine.build_index([corpus])
+    hr = tmp_path_factory.mktemp("slack-hr")
+    (hr / "leave.md").write_text(HR_DOC, encoding="utf-8")
+    Verbatim(settings.model_copy(update={"collection": "hr"}), encoder).build_index([hr])
     api = FakeSlackAPI()
     slack = SlackSettings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_base_url=api.url)
     with LiveServer(create_app(settings, engine, slack)) as server:
@@ -88,6 +93,9 @@ def bot(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[
 
 
 PUBLIC_URL = "https://verbatim.example.com"
+HR_DOC = (
+    "# Parental leave policy\n\nEmployees may take up to sixteen weeks of paid parental leave.\n"
+)
 
 
 def _quotes(message: dict[str, Any]) -> list[str]:
@@ -527,7 +535,9 @@ def test_socket_mode_answers_acks_and_reconnects(tmp_path: Path, encoder: Encode
     engine = Verbatim(settings, encoder)
     engine.build_index()
     adapter = SlackAdapter(
-        engine, settings, SlackSettings(bot_token=BOT_TOKEN, api_base_url=api.url)
+        Collections(settings, engine),
+        settings,
+        SlackSettings(bot_token=BOT_TOKEN, api_base_url=api.url),
     )
     handler = SocketModeHandler(adapter.app, APP_TOKEN, web_client=adapter.client)
     try:
@@ -628,3 +638,20 @@ def test_oversized_payload_is_refused_before_it_is_read(bot: Bot) -> None:
     assert response.json()["error"]["code"] == "body_too_large"
     bot.barrier()
     assert bot.replies("CHUGE") == []
+
+
+def test_a_channel_reads_only_the_collection_it_is_mapped_to(bot: Bot) -> None:
+    _mention(bot, "How many weeks of parental leave may employees take?", channel="CHR")
+    (leave,) = bot.api.wait_for("chat.postMessage", channel="CHR")
+    assert "sixteen weeks" in _quotes(leave)[0]
+    assert f"{PUBLIC_URL}/documents/leave?collection=hr#chars=" in json.dumps(leave)
+    _mention(bot, TROOPS, channel="CHR")  # answered in the seeds, which CHR may not read
+    troops = bot.api.wait_for("chat.postMessage", 2, channel="CHR")[1]
+    assert all("100,000" not in quote for quote in _quotes(troops))
+    assert "leave" in json.dumps(troops) or "No answer" in troops["text"]
+    _mention(bot, TROOPS, channel="CFIN")  # mapped to a collection with no index
+    (unset,) = bot.api.wait_for("chat.postMessage", channel="CFIN")
+    assert "No documents are set up for this channel" in unset["text"]
+    _mention(bot, TROOPS, channel="COTHER")  # unmapped: the default collection
+    (other,) = bot.api.wait_for("chat.postMessage", channel="COTHER")
+    assert "about 100,000" in _quotes(other)[0]

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,8 @@ from bots.http.guard import RequestGuard
 from bots.http.metrics import Metrics
 from bots.http.schemas import (
     AskRequest,
+    CollectionBody,
+    CollectionQuery,
     ConversationBody,
     DocumentFull,
     DocumentSummary,
@@ -46,9 +49,10 @@ from bots.slack.settings import SlackSettings
 from corpus.models import Document
 from embeddings.store import VectorStoreUnavailable
 from qa.answer import Answer, SearchResult
+from qa.collections import CollectionNotFoundError, Collections
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.logs import get_logger
-from qa.settings import Settings
+from qa.settings import DEFAULT_COLLECTION, Settings
 
 log = get_logger("verbatim.http")
 T = TypeVar("T")
@@ -78,6 +82,7 @@ def create_app(
     settings = settings or Settings()
     engine = engine or Verbatim(settings.for_server())
     slack = slack if slack is not None else SlackSettings()
+    collections = Collections(settings, engine)
     metrics = Metrics(engine.batcher)
     ready = threading.Event()
     startup_error: list[str] = []
@@ -131,21 +136,32 @@ def create_app(
         responses=_ERRORS,
     )
 
+    async def reader(request: Request, collection: str) -> Verbatim:
+        """The engine of `collection`, if the request's API key may read it."""
+        scope = request.state.scope
+        if scope is not None and collection not in scope:
+            raise HTTPException(403, f"this API key may not read the collection {collection!r}")
+        try:
+            return await in_worker(collections.engine, collection)
+        except CollectionNotFoundError:
+            raise HTTPException(404, f"no collection {collection!r}") from None
+
     @v1.post("/ask", response_model=Answer, summary="Answer a question with exact quotes")
     async def ask(body: AskRequest, request: Request) -> Answer:
         if settings.log_questions:
             request.state.question = body.question
-        owner = _owner(request)
+        chosen = await reader(request, body.collection)
+        owner = _owner(request, body.collection)
         if body.conversation_id is None:
-            conversation = engine.new_conversation(owner)
+            conversation = chosen.new_conversation(owner)
         else:
-            found = await in_worker(engine.conversation, body.conversation_id, owner)
+            found = await in_worker(chosen.conversation, body.conversation_id, owner)
             if found is None:
                 raise HTTPException(404, _conversation_gone(body.conversation_id))
             conversation = found
         answer = await in_worker(
             partial(
-                engine.converse,
+                chosen.converse,
                 body.question,
                 conversation,
                 top_k=body.top_k,
@@ -162,9 +178,21 @@ def create_app(
     async def search(body: AskRequest, request: Request) -> SearchResult:
         if settings.log_questions:
             request.state.question = body.question
+        chosen = await reader(request, body.collection)
         return await in_worker(
-            engine.search, body.question, body.top_k, body.filters, body.mode, body.explain
+            chosen.search, body.question, body.top_k, body.filters, body.mode, body.explain
         )
+
+    @v1.get(
+        "/collections",
+        response_model=list[CollectionBody],
+        summary="The collections this API key may read",
+    )
+    async def list_collections(request: Request) -> list[CollectionBody]:
+        scope = request.state.scope
+        names = [n for n in collections.names() if scope is None or n in scope]
+        found = await in_worker(lambda: [collections.summary(n) for n in names])
+        return [CollectionBody(**asdict(summary)) for summary in found]
 
     @v1.get(
         "/conversations/{conversation_id}",
@@ -172,8 +200,11 @@ def create_app(
         responses={404: {"model": ErrorBody}},
         summary="A conversation's turns",
     )
-    async def conversation(conversation_id: str, request: Request) -> ConversationBody:
-        found = await in_worker(engine.conversation, conversation_id, _owner(request))
+    async def conversation(
+        conversation_id: str, request: Request, collection: CollectionQuery = DEFAULT_COLLECTION
+    ) -> ConversationBody:
+        chosen = await reader(request, collection)
+        found = await in_worker(chosen.conversation, conversation_id, _owner(request, collection))
         if found is None:
             raise HTTPException(404, _conversation_gone(conversation_id))
         return ConversationBody(
@@ -190,19 +221,28 @@ def create_app(
         responses={404: {"model": ErrorBody}},
         summary="Forget a conversation",
     )
-    async def forget(conversation_id: str, request: Request) -> None:
-        found = await in_worker(engine.conversation, conversation_id, _owner(request))
+    async def forget(
+        conversation_id: str, request: Request, collection: CollectionQuery = DEFAULT_COLLECTION
+    ) -> None:
+        chosen = await reader(request, collection)
+        found = await in_worker(chosen.conversation, conversation_id, _owner(request, collection))
         if found is None:
             raise HTTPException(404, _conversation_gone(conversation_id))
-        await in_worker(engine.conversations.delete, conversation_id)
+        await in_worker(chosen.conversations.delete, conversation_id)
 
     @v1.get("/documents", response_model=list[DocumentSummary], summary="Indexed documents")
-    async def documents() -> list[DocumentSummary]:
-        return [DocumentSummary(**_summary(d)) for d in await in_worker(engine.documents)]
+    async def documents(
+        request: Request, collection: CollectionQuery = DEFAULT_COLLECTION
+    ) -> list[DocumentSummary]:
+        chosen = await reader(request, collection)
+        return [DocumentSummary(**_summary(d)) for d in await in_worker(chosen.documents)]
 
     @v1.get("/examples", response_model=Examples, summary="Questions to offer a new user")
-    async def examples() -> Examples:
-        return Examples(questions=await in_worker(engine.example_questions))
+    async def examples(
+        request: Request, collection: CollectionQuery = DEFAULT_COLLECTION
+    ) -> Examples:
+        chosen = await reader(request, collection)
+        return Examples(questions=await in_worker(chosen.example_questions))
 
     @v1.get(
         "/documents/{doc_id}",
@@ -210,16 +250,19 @@ def create_app(
         responses={404: {"model": ErrorBody}},
         summary="One document with its full text, to check quotes against",
     )
-    async def document(doc_id: str) -> DocumentFull:
+    async def document(
+        doc_id: str, request: Request, collection: CollectionQuery = DEFAULT_COLLECTION
+    ) -> DocumentFull:
+        chosen = await reader(request, collection)
         try:
-            found = await in_worker(engine.document, doc_id)
+            found = await in_worker(chosen.document, doc_id)
         except DocumentNotFoundError:
             raise HTTPException(404, f"no document {doc_id!r}") from None
         return DocumentFull(**_summary(found), text=found.text)
 
     app.include_router(v1)
     if slack.http_enabled:
-        _mount_slack(app, SlackAdapter(engine, settings, slack))
+        _mount_slack(app, SlackAdapter(collections, settings, slack))
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -312,11 +355,12 @@ def _not_ready_message(startup_error: list[str], loading: str) -> str:
     return loading
 
 
-def _owner(request: Request) -> str:
+def _owner(request: Request, collection: str) -> str:
     """Whose conversations a request reaches: its API key's (a digest, never the key), or
-    everyone's on a server without keys."""
+    everyone's on a server without keys; in one collection."""
     presented = _presented_key(request)
-    return hashlib.sha256(presented.encode()).hexdigest()[:16] if presented else ""
+    key = hashlib.sha256(presented.encode()).hexdigest()[:16] if presented else ""
+    return f"{key}@{collection}"
 
 
 def _conversation_gone(conversation_id: str) -> str:
@@ -330,13 +374,15 @@ def _access_check(
     settings: Settings, ready: threading.Event, startup_error: list[str]
 ) -> Callable[[Request], None]:
     """API key (when keys are set), readiness and the per-client rate limit, in that order."""
-    keys = settings.api_key_set
+    keys = settings.api_key_scopes
     rate = parse_rate(settings.rate_limit) if settings.rate_limit else None
     limiter = MovingWindowRateLimiter(MemoryStorage())
 
     def check(request: Request) -> None:
         presented = _presented_key(request)
-        if keys and not any(hmac.compare_digest(presented or "", key) for key in keys):
+        matched = [key for key in keys if hmac.compare_digest(presented or "", key)]
+        request.state.scope = keys[matched[0]] if matched else None  # None: every collection
+        if keys and not matched:
             raise HTTPException(
                 401,
                 "an API key is required: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qa.filters import Filters
 from qa.retriever import Mode
+from qa.settings import COLLECTION_NAME, DEFAULT_COLLECTION
 
 QUESTION_LIMIT = 2000
 # Any character outside Python's white space (`str.isspace`), which the validator strips.
@@ -31,6 +33,11 @@ class AskRequest(BaseModel):
     filters: Filters | None = None
     mode: Mode | None = Field(None, description="dense, bm25 or hybrid (default: the server's)")
     explain: bool = Field(False, description="add each result's retrieval scores and terms")
+    collection: str = Field(
+        DEFAULT_COLLECTION,
+        pattern=COLLECTION_NAME,
+        description="which collection to answer from (one the API key may read)",
+    )
     conversation_id: str | None = Field(
         None,
         max_length=64,
@@ -44,6 +51,18 @@ class AskRequest(BaseModel):
         if not value.strip():
             raise ValueError("the question is empty")
         return value
+
+
+# `?collection=NAME` on the routes that read one collection
+CollectionQuery = Annotated[str, Query(pattern=COLLECTION_NAME, description="which collection")]
+
+
+class CollectionBody(BaseModel):
+    name: str
+    documents: int
+    model: str = Field(description="the encoder its index was built with")
+    model_reason: str = Field(description="why: configured, or chosen for its languages")
+    index_version: str
 
 
 class TurnBody(BaseModel):

@@ -25,10 +25,11 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bots.slack.blocks import USAGE, answer_message, escape, share_block, truncate
 from bots.slack.settings import SlackSettings
+from qa.collections import CollectionNotFoundError, Collections
 from qa.engine import Verbatim
 from qa.feedback import FeedbackStore
 from qa.logs import get_logger
-from qa.settings import Settings
+from qa.settings import DEFAULT_COLLECTION, Settings
 
 log = get_logger("verbatim.slack")
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
@@ -44,6 +45,7 @@ _IGNORED_SUBTYPES = {
 _BLOCK_ERRORS = {"invalid_blocks", "msg_blocks_too_long", "msg_too_long"}
 DEDUPE_SECONDS = 15 * 60
 RATE_LIMIT_RETRIES = 2
+NO_COLLECTION = "No documents are set up for this channel yet: ask an admin to index them."
 # Whose conversations Slack's are: no HTTP client (whose owner is its API key) reaches them
 SLACK_OWNER = "slack"
 
@@ -93,12 +95,12 @@ class _Throttle:
 class SlackAdapter:
     def __init__(
         self,
-        engine: Verbatim,
+        collections: Collections,
         settings: Settings,
         slack: SlackSettings,
         client: WebClient | None = None,
     ) -> None:
-        self.engine = engine
+        self.collections = collections
         self.settings = settings
         self.client = client or WebClient(
             token=slack.bot_token,
@@ -179,7 +181,11 @@ class SlackAdapter:
         if wait:
             respond(text=_slow_down(wait), response_type="ephemeral")
             return
-        answer = self.engine.ask(question)
+        engine = self._engine(command.get("channel_id", ""))
+        if engine is None:
+            respond(text=NO_COLLECTION, response_type="ephemeral")
+            return
+        answer = engine.ask(question)
         key = self.feedback.remember(answer, command.get("user_id"), command.get("channel_id"))
         text, blocks = answer_message(
             answer,
@@ -187,6 +193,7 @@ class SlackAdapter:
             self.settings.slack_show_closest,
             feedback=False,
             public_url=self.settings.public_url,
+            collection=engine.settings.collection,
         )
         respond(text=text, blocks=[*blocks, share_block(key)], response_type="ephemeral")
 
@@ -248,16 +255,24 @@ class SlackAdapter:
         self._react("reactions_add", channel, ts)
         try:
             # A thread is a conversation; so is a DM, until a pause starts a new one.
-            conversation = self.engine.conversation_for(
+            engine = self._engine(channel)
+            if engine is None:
+                self._post(channel=channel, thread_ts=thread, text=NO_COLLECTION)
+                return
+            conversation = engine.conversation_for(
                 _conversation_key(channel, thread),
                 SLACK_OWNER,
                 None if thread else self.settings.slack_dm_conversation_gap_s,
             )
             # saved before the answer is posted: a reply to it may come at once
-            answer = self.engine.converse(question, conversation)
+            answer = engine.converse(question, conversation)
             key = self.feedback.remember(answer, user, f"{channel}/{thread or ts}")
             text, blocks = answer_message(
-                answer, key, self.settings.slack_show_closest, public_url=self.settings.public_url
+                answer,
+                key,
+                self.settings.slack_show_closest,
+                public_url=self.settings.public_url,
+                collection=engine.settings.collection,
             )
             self._post(channel=channel, thread_ts=thread, text=text, blocks=blocks)
         finally:
@@ -286,8 +301,21 @@ class SlackAdapter:
             log.info("slack_reaction_failed", error=error.response.get("error"))
 
     def _owns_thread(self, channel: str, thread: str) -> bool:
+        engine = self._engine(channel)
         key = _conversation_key(channel, thread)
-        return self.engine.conversation(key, SLACK_OWNER) is not None
+        return engine is not None and engine.conversation(key, SLACK_OWNER) is not None
+
+    def _engine(self, channel: str) -> Verbatim | None:
+        """The engine of the one collection `channel` is mapped to (its own entry in
+        VERBATIM_SLACK_CHANNEL_COLLECTIONS, else "*", else the default collection); None when
+        that collection has no index. No other collection is ever read for the channel."""
+        mapping = self.settings.slack_channel_collections
+        name = mapping.get(channel) or mapping.get("*") or DEFAULT_COLLECTION
+        try:
+            return self.collections.engine(name)
+        except CollectionNotFoundError:
+            log.warning("slack_collection_missing", channel=channel, collection=name)
+            return None
 
 
 def _conversation_key(channel: str, thread: str | None) -> str:

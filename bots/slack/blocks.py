@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote as url_quoted
 
 from qa.answer import Answer, Quote
+from qa.settings import DEFAULT_COLLECTION
 
 SECTION_LIMIT = 3000
 MAX_BLOCKS = 50
@@ -46,15 +48,17 @@ def answer_message(
     show_closest: bool = False,
     feedback: bool = True,
     public_url: str = "",
+    collection: str = DEFAULT_COLLECTION,
 ) -> tuple[str, list[dict[str, Any]]]:
     """The fallback `text` and the `blocks` of an answer; with the deployment's `public_url`,
-    each quote links to its document view, highlighted at its offsets."""
+    each quote links to its document view (in `collection`), highlighted at its offsets."""
+    link = partial(quote_link, public_url=public_url, collection=collection) if public_url else None
     if answer.status == "no_answer":
         text = "No answer in the documents."
         blocks: list[dict[str, Any]] = [_section(f"*{text}*")]
         if show_closest and answer.quotes:
             blocks.append(_context("Closest match, below the answer threshold:"))
-            blocks += _quote_blocks(answer.quotes[0], SECTION_LIMIT, public_url)
+            blocks += _quote_blocks(answer.quotes[0], SECTION_LIMIT, link)
         return text, _with_feedback(blocks, key, feedback)
     blocks = []
     used = 0
@@ -64,7 +68,7 @@ def answer_message(
         # Two blocks per quote, and room left for the note and the feedback block.
         if len(blocks) + 4 > MAX_BLOCKS or room < 300:
             break
-        quote_blocks = _quote_blocks(quote, room, public_url)
+        quote_blocks = _quote_blocks(quote, room, link)
         blocks += quote_blocks
         used += sum(_block_chars(b) for b in quote_blocks)
         shown += 1
@@ -76,19 +80,22 @@ def answer_message(
     return text, _with_feedback(blocks, key, feedback)
 
 
-def _quote_blocks(quote: Quote, budget: int, public_url: str) -> list[dict[str, Any]]:
+def _quote_blocks(
+    quote: Quote, budget: int, link: Callable[[Quote], str] | None
+) -> list[dict[str, Any]]:
     """The quote's section and its source line, together at most `budget` characters."""
     source = _source_line(quote)
-    if public_url:
-        source += f" · <{escape(quote_link(quote, public_url))}|open at the quote>"
+    if link is not None:
+        source += f" · <{escape(link(quote))}|open at the quote>"
     body = _escaped_within(quote.text, min(SECTION_LIMIT, budget - len(source)), _as_quote)
     return [_section(body), _context(source)]
 
 
-def quote_link(quote: Quote, public_url: str) -> str:
-    """The document view of `quote` on the deployment at `public_url`."""
+def quote_link(quote: Quote, public_url: str, collection: str = DEFAULT_COLLECTION) -> str:
+    """The document view of `quote` (of `collection`) on the deployment at `public_url`."""
     base, document = public_url.rstrip("/"), url_quoted(quote.doc_id, safe="")
-    return f"{base}/documents/{document}#chars={quote.char_start}-{quote.char_end}"
+    where = "" if collection == DEFAULT_COLLECTION else f"?collection={url_quoted(collection)}"
+    return f"{base}/documents/{document}{where}#chars={quote.char_start}-{quote.char_end}"
 
 
 def _as_quote(text: str) -> str:

@@ -11,6 +11,9 @@ const newChat = document.getElementById("new-chat");
 // The conversation the next question continues (the server issues it with each answer), so
 // "when was it signed?" is read with the question before it. "New chat" starts over.
 let conversationId = null;
+// Which collection questions go to: the picker lists those the API key may read.
+const picker = document.getElementById("collection");
+let collection = "default";
 const LANGUAGES = { en: "English", ja: "Japanese" };
 
 function el(tag, className, text) {
@@ -21,8 +24,9 @@ function el(tag, className, text) {
 }
 
 function documentLink(quote) {
-  // A stable address of the quote: its document, highlighted at its offsets
-  return `/documents/${encodeURIComponent(quote.doc_id)}#chars=${quote.char_start}-${quote.char_end}`;
+  // A stable address of the quote: its document (in its collection), highlighted at its offsets
+  const where = collection === "default" ? "" : `?collection=${encodeURIComponent(collection)}`;
+  return `/documents/${encodeURIComponent(quote.doc_id)}${where}#chars=${quote.char_start}-${quote.char_end}`;
 }
 
 function citation(quote) {
@@ -102,12 +106,19 @@ function headers() {
 }
 
 async function showIntro() {
-  // Before the first question: what is indexed, and a few questions to start from.
+  // Before the first question: the collections this key may read, what is indexed in the
+  // chosen one, and a few questions to start from.
   try {
+    const listed = await fetch("/v1/collections", { headers: headers() });
+    if (listed.status === 401) keyInput.classList.remove("hidden");
+    if (!listed.ok) return;
+    fillPicker(await listed.json());
+    const query = "?collection=" + encodeURIComponent(collection);
     const [documents, examples] = await Promise.all(
-      ["/v1/documents", "/v1/examples"].map((url) => fetch(url, { headers: headers() })),
+      ["/v1/documents" + query, "/v1/examples" + query].map((url) =>
+        fetch(url, { headers: headers() }),
+      ),
     );
-    if (documents.status === 401) keyInput.classList.remove("hidden");
     if (!documents.ok || !examples.ok) return;
     renderIntro(await documents.json(), (await examples.json()).questions);
   } catch (error) {
@@ -154,7 +165,7 @@ async function ask(question) {
     const response = await fetch("/v1/ask", {
       method: "POST",
       headers: headers(),
-      body: JSON.stringify({ question, conversation_id: conversationId }),
+      body: JSON.stringify({ question, collection, conversation_id: conversationId }),
     });
     const body = await response.json();
     if (response.status === 404 && conversationId) {
@@ -186,12 +197,34 @@ function showAboveForm(entry) {
   entry.scrollIntoView({ block: "end" });
 }
 
-newChat.addEventListener("click", () => {
+function startOver() {
   conversationId = null;
   history.replaceChildren();
   newChat.classList.add("hidden");
   intro.classList.toggle("hidden", intro.children.length === 0);
   input.focus();
+}
+
+function fillPicker(collections) {
+  // Shown only when there is a choice; a key that may read one collection asks that one.
+  const names = collections.map((c) => c.name);
+  if (!names.includes(collection) && names.length) collection = names[0];
+  picker.replaceChildren(
+    ...collections.map((c) => {
+      const option = el("option", null, `${c.name} (${c.documents})`);
+      option.value = c.name;
+      option.selected = c.name === collection;
+      return option;
+    }),
+  );
+  picker.classList.toggle("hidden", names.length < 2);
+}
+
+newChat.addEventListener("click", startOver);
+picker.addEventListener("change", () => {
+  collection = picker.value; // a conversation stays in its collection: start a new one
+  startOver();
+  showIntro();
 });
 
 keyInput.addEventListener("change", showIntro);

@@ -25,7 +25,11 @@ async function show() {
   const headers = {};
   const key = sessionStorage.getItem("verbatim-api-key");
   if (key) headers["Authorization"] = "Bearer " + key;
-  const response = await fetch("/v1/documents/" + encodeURIComponent(docId), { headers });
+  const collection = new URLSearchParams(window.location.search).get("collection") || "default";
+  const response = await fetch(
+    "/v1/documents/" + encodeURIComponent(docId) + "?collection=" + encodeURIComponent(collection),
+    { headers },
+  );
   const body = await response.json();
   if (!response.ok) {
     document.getElementById("title").textContent = body.error ? body.error.message : "Not found.";
