@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 QUESTION_SET = ROOT / "eval" / "seed_questions.jsonl"
 # The answer's fields and its quotes' fields, as docs/design.md shows them.
 DESIGN_ANSWER_FIELDS = frozenset("question status quotes threshold index_version took_ms".split())
+DESIGN_CONVERSATION_FIELDS = frozenset({"conversation_id", "context"})  # null outside one
 DESIGN_QUOTE_FIELDS = frozenset(
     "rank text doc_id title date source url char_start char_end section passage score".split()
 )

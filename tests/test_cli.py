@@ -15,7 +15,12 @@ from corpus.loader import discover, read_document
 from embeddings.e5 import MODEL_ID as E5_MODEL_ID
 from embeddings.encoder import DEFAULT_MODEL
 
-from .conftest import DESIGN_ANSWER_FIELDS, DESIGN_QUOTE_FIELDS, seeds_with
+from .conftest import (
+    DESIGN_ANSWER_FIELDS,
+    DESIGN_CONVERSATION_FIELDS,
+    DESIGN_QUOTE_FIELDS,
+    seeds_with,
+)
 
 VERBATIM = shutil.which("verbatim") or str(
     Path(__file__).resolve().parent.parent / ".venv/bin/verbatim"
@@ -47,7 +52,8 @@ def test_ask_json_prints_only_the_answer_shape(home: Path) -> None:
     result = run(home, "ask", "--json", "--top-k", "2", TROOPS)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)  # nothing but JSON on stdout
-    assert set(answer) == DESIGN_ANSWER_FIELDS
+    assert set(answer) == DESIGN_ANSWER_FIELDS | DESIGN_CONVERSATION_FIELDS
+    assert answer["conversation_id"] is None and answer["context"] is None
     assert answer["status"] == "answered" and 1 <= len(answer["quotes"]) <= 2
     quote = answer["quotes"][0]
     assert set(quote) >= DESIGN_QUOTE_FIELDS
@@ -222,7 +228,8 @@ def test_index_prepares_every_model_so_no_question_waits_for_one(tmp_path: Path)
     assert _files(models) == prepared  # the cold process's first question prepared nothing
 
 
-def test_ask_continues_a_conversation(home: Path) -> None:
+def test_ask_continues_a_conversation(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # its own: the module's home may hold another test's documents
     first = json.loads(
         run(
             home, "ask", "--json", "--conversation", "new", "Where was the 2+2 meeting held?"

@@ -19,7 +19,7 @@ from qa.engine import Verbatim
 from qa.logs import configure_logging
 from qa.settings import Settings
 
-from .conftest import DESIGN_ANSWER_FIELDS, DESIGN_QUOTE_FIELDS
+from .conftest import DESIGN_ANSWER_FIELDS, DESIGN_CONVERSATION_FIELDS, DESIGN_QUOTE_FIELDS
 from .live_server import LiveServer
 
 TROOPS = "How many U.S. military personnel are forward deployed in the region?"
@@ -264,6 +264,7 @@ def test_openapi_answer_schema_matches_the_design(server: LiveServer) -> None:
     components = schema["components"]["schemas"]
     answer = components["Answer"]
     assert set(answer["required"]) == DESIGN_ANSWER_FIELDS
+    assert set(answer["properties"]) == DESIGN_ANSWER_FIELDS | DESIGN_CONVERSATION_FIELDS
     assert answer["properties"]["status"]["enum"] == ["answered", "no_answer"]
     quote = components["Quote"]
     assert set(quote["properties"]) >= DESIGN_QUOTE_FIELDS

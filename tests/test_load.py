@@ -98,10 +98,10 @@ def test_overload_is_shed_with_503_and_retry_after(
         release, entered = threading.Event(), threading.Semaphore(0)
         answer: Callable[..., Any] = engine.ask
 
-        def held(*args: Any) -> Any:
+        def held(*args: Any, **options: Any) -> Any:
             entered.release()
             assert release.wait(60)
-            return answer(*args)
+            return answer(*args, **options)
 
         monkeypatch.setattr(engine, "ask", held)
         question = {"question": "Who reaffirmed the alliance?"}

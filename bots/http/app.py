@@ -50,6 +50,7 @@ from corpus.models import Document
 from embeddings.store import VectorStoreUnavailable
 from qa.answer import Answer, SearchResult
 from qa.collections import CollectionNotFoundError, Collections
+from qa.conversation import Conversation
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.logs import get_logger
 from qa.settings import DEFAULT_COLLECTION, Settings
@@ -68,7 +69,7 @@ _ERROR_CODES = {
     503: "not_ready",
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 413, 422, 429, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503)
 }
 
 
@@ -146,19 +147,26 @@ def create_app(
         except CollectionNotFoundError:
             raise HTTPException(404, f"no collection {collection!r}") from None
 
+    async def owned(
+        request: Request, collection: str, conversation_id: str
+    ) -> tuple[Verbatim, Conversation]:
+        """The collection's engine and the conversation of the request's key in it (404 for
+        an unknown, expired or another key's conversation: the same answer for all three)."""
+        chosen = await reader(request, collection)
+        found = await in_worker(chosen.conversation, conversation_id, _owner(request, collection))
+        if found is None:
+            raise HTTPException(404, _conversation_gone(conversation_id))
+        return chosen, found
+
     @v1.post("/ask", response_model=Answer, summary="Answer a question with exact quotes")
     async def ask(body: AskRequest, request: Request) -> Answer:
         if settings.log_questions:
             request.state.question = body.question
-        chosen = await reader(request, body.collection)
-        owner = _owner(request, body.collection)
         if body.conversation_id is None:
-            conversation = chosen.new_conversation(owner)
+            chosen = await reader(request, body.collection)
+            conversation = chosen.new_conversation(_owner(request, body.collection))
         else:
-            found = await in_worker(chosen.conversation, body.conversation_id, owner)
-            if found is None:
-                raise HTTPException(404, _conversation_gone(body.conversation_id))
-            conversation = found
+            chosen, conversation = await owned(request, body.collection, body.conversation_id)
         answer = await in_worker(
             partial(
                 chosen.converse,
@@ -203,10 +211,7 @@ def create_app(
     async def conversation(
         conversation_id: str, request: Request, collection: CollectionQuery = DEFAULT_COLLECTION
     ) -> ConversationBody:
-        chosen = await reader(request, collection)
-        found = await in_worker(chosen.conversation, conversation_id, _owner(request, collection))
-        if found is None:
-            raise HTTPException(404, _conversation_gone(conversation_id))
+        _, found = await owned(request, collection, conversation_id)
         return ConversationBody(
             conversation_id=found.conversation_id,
             turns=[
@@ -224,10 +229,7 @@ def create_app(
     async def forget(
         conversation_id: str, request: Request, collection: CollectionQuery = DEFAULT_COLLECTION
     ) -> None:
-        chosen = await reader(request, collection)
-        found = await in_worker(chosen.conversation, conversation_id, _owner(request, collection))
-        if found is None:
-            raise HTTPException(404, _conversation_gone(conversation_id))
+        chosen, _ = await owned(request, collection, conversation_id)
         await in_worker(chosen.conversations.delete, conversation_id)
 
     @v1.get("/documents", response_model=list[DocumentSummary], summary="Indexed documents")
