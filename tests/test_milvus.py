@@ -215,3 +215,22 @@ def test_shards_encoded_on_several_machines_make_one_index(
 def test_shard_needs_a_shared_store(make_engine: Callable[..., Verbatim]) -> None:
     with pytest.raises(VerbatimIndexError, match="VERBATIM_VECTOR_STORE=milvus"):
         make_engine().prepare_shard(None, 1, 2)
+
+
+def test_each_collection_has_its_own_milvus_collections(
+    milvus: str, make_engine: Callable[..., Verbatim], tmp_path: Path
+) -> None:
+    home, hr = tmp_path / "home", tmp_path / "hr"
+    hr.mkdir()
+    (hr / "leave.md").write_text("# Leave\n\nEmployees may take sixteen weeks of leave.\n")
+    shared = {"home": home, "vector_store": "milvus", "milvus_uri": milvus}
+    seeds = make_engine(**shared, milvus_collection="teams")
+    seeds.build_index()
+    people = make_engine(**shared, milvus_collection="teams", collection="hr")
+    people.build_index([hr])
+    client = MilvusStore(384, milvus, "teams_chunks")._connected()
+    assert {"teams_chunks", "teams_hr_chunks"} <= set(client.list_collections())
+    assert people.ask("How many weeks of leave?").quotes[0].doc_id == "leave"
+    people.build_index([hr])  # a re-index of one collection leaves the other as it was
+    assert seeds.ask(TROOPS).quotes[0].doc_id == "001_dd8c4ca6def8021f"
+    assert {d.doc_id for d in seeds.documents()} == {"000_ca5c4864f6c7d21a", "001_dd8c4ca6def8021f"}
