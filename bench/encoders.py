@@ -21,13 +21,13 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from bench.quote_latency import ask_times
 from bench.run import CACHE, SCIFACT, SEED_QUESTIONS, _beir_corpus, write_results
 from embeddings.e5 import MODEL_NAME as E5
 from embeddings.encoder import DEFAULT_MODEL
@@ -122,15 +122,7 @@ def _ask_latency(settings: Settings, queries: int, rounds: int) -> dict[str, Any
     }
     with (SCIFACT / "queries.jsonl").open(encoding="utf-8") as lines:
         questions = [json.loads(line)["text"] for line in lines][:queries]
-    for engine in engines.values():
-        engine.ask(questions[0])  # warm-up: index, FAISS, models
-    times: dict[str, list[float]] = {name: [] for name in engines}
-    for _ in range(rounds):
-        for question in questions:
-            for name, engine in engines.items():
-                started = time.perf_counter()
-                engine.ask(question)
-                times[name].append((time.perf_counter() - started) * 1000)
+    times = ask_times(engines, questions, rounds)
     return {name: round(statistics.median(values), 2) for name, values in times.items()}
 
 

@@ -43,16 +43,25 @@ def _engines(home: Path, encoder: Encoder) -> dict[str, Verbatim]:
     }
 
 
-def _measure(engines: dict[str, Verbatim], questions: list[str], rounds: int) -> dict[str, Any]:
+def ask_times(
+    engines: dict[str, Verbatim], questions: list[str], rounds: int
+) -> dict[str, list[float]]:
+    """Milliseconds of each engine's `ask` per question, the engines taking turns on each
+    question so the machine's noise falls on all of them alike."""
     for engine in engines.values():
         engine.ask(questions[0])  # warm-up: index, FAISS, models
-    times: dict[str, list[float]] = {kind: [] for kind in engines}
+    times: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(rounds):
         for question in questions:
-            for kind, engine in engines.items():
+            for name, engine in engines.items():
                 started = time.perf_counter()
                 engine.ask(question)
-                times[kind].append((time.perf_counter() - started) * 1000)
+                times[name].append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def _measure(engines: dict[str, Verbatim], questions: list[str], rounds: int) -> dict[str, Any]:
+    times = ask_times(engines, questions, rounds)
     base = statistics.median(times["learned"])
     return {
         kind: {
