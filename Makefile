@@ -30,10 +30,13 @@ lint: install
 	$(BIN)/mypy
 
 # The browser test drives Debian's Chromium with Playwright (no browser download), with a
-# font that covers Japanese so the page test sees real glyphs.
+# font that covers Japanese so the page test sees real glyphs; the Redis state tests run a
+# real redis-server from Debian.
 browser:
-	@command -v chromium >/dev/null && fc-list | grep -q "Noto Sans CJK" || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk)
+	@command -v chromium >/dev/null && fc-list | grep -q "Noto Sans CJK" && \
+	  command -v redis-server >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    fonts-noto-cjk redis-server)
 
 # Quality floors on our question set, just under what the current code measures
 # (docs/benchmarks.md): a change that loses answers fails `make test`.

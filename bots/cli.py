@@ -33,6 +33,7 @@ from qa.logs import LogFormat, configure_logging
 from qa.quote_scorer import QuoteModelError
 from qa.retriever import Mode
 from qa.settings import Settings
+from qa.state import open_state
 
 
 def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
@@ -538,10 +539,15 @@ def feedback_export(
 ) -> None:
     """Write helpful answers as questions (gold: the quotes shown) for `verbatim eval`; unhelpful
     ones become comment lines to complete by hand."""
-    from qa.feedback import FeedbackStore
 
     settings = _settings()
-    helpful, unhelpful = FeedbackStore(settings.home / "feedback.sqlite").export(out_file)
+    state = open_state(
+        settings.state_url,
+        settings.home,
+        settings.conversation_ttl_s,
+        settings.conversation_max_turns,
+    )
+    helpful, unhelpful = state.feedback.export(out_file)
     out.print(
         f"wrote {out_file}: {helpful} helpful answers as questions, {unhelpful} unhelpful to review"
     )

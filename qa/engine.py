@@ -34,7 +34,6 @@ from qa.conversation import (
     Conversation,
     ConversationStore,
     Resolution,
-    SQLiteConversationStore,
     Turn,
     lifted,
     new_conversation_id,
@@ -58,6 +57,7 @@ from qa.quotes import QuoteSelector, QuoteWindow, ScoredQuote, diverse
 from qa.rerank import Reranker, make_reranker
 from qa.retriever import Candidate, Mode, Query, Selection, make_retriever
 from qa.settings import DEFAULT_COLLECTION, Settings
+from qa.state import State, open_state
 
 # Answered by the default configuration (eval/seed_questions.jsonl: s01, s04, j01)
 SEED_EXAMPLES = (
@@ -131,7 +131,7 @@ class Verbatim:
         self._reader_lock = threading.Lock()
         self._index: Index | None = None
         self._examples: tuple[str, list[str]] | None = None  # (index version, questions)
-        self._conversations: ConversationStore | None = None
+        self._state: State | None = None
         self._lock = threading.Lock()
         self.batcher = QuestionBatcher(
             self.read_questions, self.settings.query_batch, self.settings.query_batch_wait_ms
@@ -306,15 +306,21 @@ class Verbatim:
     # ------------------------------------------------------------ conversations
 
     @property
-    def conversations(self) -> ConversationStore:
+    def state(self) -> State:
+        """Conversations, feedback, de-duplication and rate windows (`VERBATIM_STATE_URL`)."""
         with self._lock:
-            if self._conversations is None:
-                self._conversations = SQLiteConversationStore(
-                    self.settings.home / "conversations.sqlite",
+            if self._state is None:
+                self._state = open_state(
+                    self.settings.state_url,
+                    self.settings.home,
                     self.settings.conversation_ttl_s,
                     self.settings.conversation_max_turns,
                 )
-            return self._conversations
+            return self._state
+
+    @property
+    def conversations(self) -> ConversationStore:
+        return self.state.conversations
 
     def converse(self, question: str, conversation: Conversation, **options: Any) -> Answer:
         """`ask` as the next turn of `conversation`, which is then saved."""

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # What the chat page offers to ask before the first question (a JSON list in the
     # environment); empty: the seed set's, when the seed documents are what is indexed
     example_questions: list[str] = Field(default_factory=list)
+    # Where state shared by doors and replicas lives: "" for the embedded default (SQLite files
+    # under home, rate windows in memory), or a Redis URL ("redis://host:6379/0") that every
+    # replica shares (qa/state.py)
+    state_url: str = ""
     # Conversations: follow-ups read with the earlier turn (qa/conversation.py); kept this
     # long after their last question, at most this many turns
     follow_ups: bool = True

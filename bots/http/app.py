@@ -26,7 +26,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from limits import parse as parse_rate
-from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from slack_bolt.request import BoltRequest
 from starlette.exceptions import HTTPException
@@ -54,6 +53,7 @@ from qa.conversation import Conversation
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.logs import get_logger
 from qa.settings import DEFAULT_COLLECTION, Settings
+from qa.state import State
 
 log = get_logger("verbatim.http")
 T = TypeVar("T")
@@ -133,7 +133,7 @@ def create_app(
 
     v1 = APIRouter(
         prefix="/v1",
-        dependencies=[Depends(_access_check(settings, ready, startup_error))],
+        dependencies=[Depends(_access_check(settings, engine.state, ready, startup_error))],
         responses=_ERRORS,
     )
 
@@ -373,12 +373,12 @@ def _conversation_gone(conversation_id: str) -> str:
 
 
 def _access_check(
-    settings: Settings, ready: threading.Event, startup_error: list[str]
+    settings: Settings, state: State, ready: threading.Event, startup_error: list[str]
 ) -> Callable[[Request], None]:
     """API key (when keys are set), readiness and the per-client rate limit, in that order."""
     keys = settings.api_key_scopes
     rate = parse_rate(settings.rate_limit) if settings.rate_limit else None
-    limiter = MovingWindowRateLimiter(MemoryStorage())
+    limiter = MovingWindowRateLimiter(state.limits)  # shared by replicas with Redis state
 
     def check(request: Request) -> None:
         presented = _presented_key(request)

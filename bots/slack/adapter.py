@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 import time
 from typing import Any
 
 from limits import RateLimitItem
 from limits import parse as parse_rate
-from limits.storage import MemoryStorage
+from limits.storage import Storage
 from limits.strategies import MovingWindowRateLimiter
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -27,7 +26,6 @@ from bots.slack.blocks import USAGE, answer_message, escape, share_block, trunca
 from bots.slack.settings import SlackSettings
 from qa.collections import CollectionNotFoundError, Collections
 from qa.engine import Verbatim
-from qa.feedback import FeedbackStore
 from qa.logs import get_logger
 from qa.settings import DEFAULT_COLLECTION, Settings
 
@@ -50,29 +48,11 @@ NO_COLLECTION = "No documents are set up for this channel yet: ask an admin to i
 SLACK_OWNER = "slack"
 
 
-class _Seen:
-    """Keys seen in the last `ttl` seconds (event ids, message timestamps)."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._expiry: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def first_time(self, *keys: str) -> bool:
-        """True if none of `keys` was seen; all of them count as seen from now on."""
-        now = time.monotonic()
-        with self._lock:
-            self._expiry = {k: t for k, t in self._expiry.items() if t > now}
-            fresh = not any(key in self._expiry for key in keys)
-            self._expiry.update(dict.fromkeys(keys, now + self.ttl))
-        return fresh
-
-
 class _Throttle:
     """Questions per user and per channel within moving windows."""
 
-    def __init__(self, per_user: str, per_channel: str) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+    def __init__(self, per_user: str, per_channel: str, storage: Storage) -> None:
+        self._limiter = MovingWindowRateLimiter(storage)
         self._rules: list[tuple[str, RateLimitItem]] = [
             (kind, parse_rate(rate))
             for kind, rate in (("user", per_user), ("channel", per_channel))
@@ -107,10 +87,11 @@ class SlackAdapter:
             base_url=slack.api_base_url,
             retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)],
         )
-        self.feedback = FeedbackStore(settings.home / "feedback.sqlite")
-        self._seen = _Seen(DEDUPE_SECONDS)
-        self._throttle = _Throttle(settings.slack_user_rate, settings.slack_channel_rate)
-        self._told_to_wait = _Seen(60)
+        self.state = collections.default.state  # shared by replicas with Redis state
+        self.feedback = self.state.feedback
+        self._throttle = _Throttle(
+            settings.slack_user_rate, settings.slack_channel_rate, self.state.limits
+        )
         self.app = App(
             client=self.client,
             signing_secret=slack.signing_secret or None,
@@ -136,7 +117,7 @@ class SlackAdapter:
         return None
 
     def _on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        if not self._seen.first_time(
+        if not self._first_time(
             f"event:{body.get('event_id')}", f"ts:{event['channel']}:{event['ts']}"
         ):
             return
@@ -167,7 +148,7 @@ class SlackAdapter:
         )
         if not (is_dm or follow_up):
             return  # a thread the bot was never called into: stay silent
-        if not self._seen.first_time(f"event:{body.get('event_id')}", f"ts:{channel}:{ts}"):
+        if not self._first_time(f"event:{body.get('event_id')}", f"ts:{channel}:{ts}"):
             return
         self._answer(channel, thread, _question(event.get("text", "")), event.get("user"), ts)
 
@@ -249,7 +230,8 @@ class SlackAdapter:
         wait = self._throttle.wait_seconds(user, channel)
         if wait:
             log.info("slack_rate_limited", user=user, channel=channel, wait_s=wait)
-            if self._told_to_wait.first_time(f"{user}:{channel}"):  # once, not once per message
+            # once, not once per message
+            if self.state.first_time(f"slack:told-to-wait:{user}:{channel}", 60):
                 self._post(channel=channel, thread_ts=thread or ts, text=_slow_down(wait))
             return
         self._react("reactions_add", channel, ts)
@@ -299,6 +281,12 @@ class SlackAdapter:
             getattr(self.client, method)(channel=channel, timestamp=ts, name="eyes")
         except SlackApiError as error:  # missing scope, already reacted: never worth failing over
             log.info("slack_reaction_failed", error=error.response.get("error"))
+
+    def _first_time(self, *keys: str) -> bool:
+        """True if none of `keys` (an event id, a message's timestamp) was seen by any replica
+        in the last DEDUPE_SECONDS; all of them count as seen from now on."""
+        claimed = [self.state.first_time(f"slack:{key}", DEDUPE_SECONDS) for key in keys]
+        return all(claimed)
 
     def _owns_thread(self, channel: str, thread: str) -> bool:
         engine = self._engine(channel)
