@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import threading
 import time
@@ -178,21 +179,24 @@ def _block_problem(args: dict[str, Any]) -> str | None:
 class SlackDriver:
     """Sends what Slack sends: signed event envelopes, slash commands and button clicks."""
 
+    # Event ids are unique across drivers, as Slack's are across a workspace: the state that
+    # de-duplicates them outlives any one driver (or server)
+    _event_ids = itertools.count(1)
+
     def __init__(self, events_url: str, api: FakeSlackAPI) -> None:
         self.events_url = events_url
         self.api = api
-        self._counter = 0
 
     def event(
         self, event: dict[str, Any], event_id: str | None = None, retries: int = 0
     ) -> list[httpx.Response]:
         """Deliver an event, then `retries` more copies as Slack's retry policy would."""
-        self._counter += 1
+        number = next(self._event_ids)
         envelope = {
             "type": "event_callback",
             "team_id": "T1",
             "api_app_id": "A1",
-            "event_id": event_id or f"Ev{self._counter:06d}",
+            "event_id": event_id or f"Ev{number:06d}",
             "event_time": int(time.time()),
             "event": event,
         }
@@ -211,14 +215,14 @@ class SlackDriver:
         return responses
 
     def command(self, text: str, user: str = "U1", channel: str = "C1") -> httpx.Response:
-        self._counter += 1
+        number = next(self._event_ids)
         form = {
             "command": "/ask",
             "text": text,
             "user_id": user,
             "channel_id": channel,
             "team_id": "T1",
-            "response_url": f"{self.api.base}/response/{self._counter}",
+            "response_url": f"{self.api.base}/response/{number}",
             "trigger_id": "t1",
         }
         return self.post(urlencode(form), content_type="application/x-www-form-urlencoded")
@@ -226,7 +230,7 @@ class SlackDriver:
     def click(
         self, action: dict[str, Any], user: str = "U1", channel: str = "C1"
     ) -> httpx.Response:
-        self._counter += 1
+        number = next(self._event_ids)
         payload = {
             "type": "block_actions",
             "team": {"id": "T1"},
@@ -235,7 +239,7 @@ class SlackDriver:
             "channel": {"id": channel},
             "container": {"type": "message"},
             "trigger_id": "t2",
-            "response_url": f"{self.api.base}/response/{self._counter}",
+            "response_url": f"{self.api.base}/response/{number}",
             "actions": [action],
         }
         return self.post(

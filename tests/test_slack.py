@@ -4,6 +4,7 @@ Web API calls recorded by a local server. Every row of slack-contract.md's failu
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import os
 import re
@@ -42,11 +43,13 @@ class Bot:
         self, api: FakeSlackAPI, driver: SlackDriver, engine: Verbatim, home: Path
     ) -> None:
         self.api, self.driver, self.engine, self.home = api, driver, engine, home
-        self._ts = 1_700_000_000
+
+    # Message timestamps never repeat, as Slack's do not, across every Bot of the module: the
+    # state that de-duplicates them is the engine's, shared by them
+    _clock = itertools.count(1_700_000_001)
 
     def ts(self) -> str:
-        self._ts += 1
-        return f"{self._ts}.000100"
+        return f"{next(self._clock)}.000100"
 
     def replies(self, channel: str) -> list[dict[str, Any]]:
         return self.api.calls_to("chat.postMessage", channel)
