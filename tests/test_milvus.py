@@ -4,14 +4,13 @@ behave the same, and an index on Milvus must give the answers an index on FAISS 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from bench.milvus_server import milvus_server
 from bots.http import create_app
 from embeddings.milvus import MilvusStore
 from embeddings.store import (
@@ -33,12 +32,6 @@ QUESTIONS = [
     "When was the Japan-U.S. Joint Declaration on Security issued?",
     "What will the Japan-U.S. Alliance continue to be?",
 ]
-
-
-@pytest.fixture(scope="module")
-def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with milvus_server(tmp_path_factory.mktemp("milvus")) as uri:
-        yield uri
 
 
 def _unit(rows: int, seed: int) -> np.ndarray:

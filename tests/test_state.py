@@ -3,11 +3,8 @@ and with Redis, shared by every process that points at it (as replicas do)."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,35 +17,6 @@ from qa.engine import Verbatim
 from qa.state import LocalState, RedisState, State, open_state
 
 TTL_S, MAX_TURNS = 3600.0, 2
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A redis-server of its own on 127.0.0.1 (Debian's package, installed by `make test`)."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed: `make test` installs Debian's redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:  # its log says when it accepts connections
-            if "Ready to accept connections" in line:
-                break
-        else:
-            pytest.fail("redis-server exited before it was ready")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(params=["local", "redis"])
