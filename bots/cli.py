@@ -33,7 +33,6 @@ from qa.logs import LogFormat, configure_logging
 from qa.quote_scorer import QuoteModelError
 from qa.retriever import Mode
 from qa.settings import Settings
-from qa.state import open_state
 
 
 def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
@@ -541,13 +540,7 @@ def feedback_export(
     ones become comment lines to complete by hand."""
 
     settings = _settings()
-    state = open_state(
-        settings.state_url,
-        settings.home,
-        settings.conversation_ttl_s,
-        settings.conversation_max_turns,
-    )
-    helpful, unhelpful = state.feedback.export(out_file)
+    helpful, unhelpful = _engine(settings).state.feedback.export(out_file)
     out.print(
         f"wrote {out_file}: {helpful} helpful answers as questions, {unhelpful} unhelpful to review"
     )

@@ -13,6 +13,7 @@ a time to live and a turn cap.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -60,7 +61,7 @@ class Turn:
 @dataclass
 class Conversation:
     conversation_id: str
-    owner: str = ""  # who may continue it (an API key's name, a Slack workspace); "" anyone
+    owner: str = ""  # who may continue it: "KEYDIGEST@collection" over HTTP, "slack"; "" anyone
     turns: list[Turn] = field(default_factory=list)
     updated: float = 0.0
 
@@ -81,7 +82,7 @@ def resolve(question: str, conversation: Conversation, tokenizer: KeywordTokeniz
     if not conversation.turns:
         return Resolution(question)
     last = conversation.turns[-1]
-    asking = set(tokenizer.tokenize(_ASKING_WORDS))
+    asking = _asking_terms(tokenizer)
     own = set(tokenizer.tokenize(question)) - asking
     used = {t for turn in conversation.turns for t in tokenizer.tokenize(turn.query)}
     points_back = bool(_POINTS_BACK_EN.search(question) or _POINTS_BACK_JA.search(question))
@@ -96,6 +97,12 @@ def resolve(question: str, conversation: Conversation, tokenizer: KeywordTokeniz
     return Resolution(
         query, Context(turn=turn, question=last.question, query=query), frozenset(last.quoted)
     )
+
+
+@functools.cache
+def _asking_terms(tokenizer: KeywordTokenizer) -> frozenset[str]:
+    """`_ASKING_WORDS` as the tokenizer's terms: once per tokenizer, not per question."""
+    return frozenset(tokenizer.tokenize(_ASKING_WORDS))
 
 
 def lifted(candidates: list[Candidate], preferred: frozenset[str], lift: int) -> list[Candidate]:

@@ -138,6 +138,10 @@ class RedisFeedbackStore:
         self, answer: Answer, asked_by: str | None = None, place: str | None = None
     ) -> str:
         key = new_key()
+        self.redis.hset(
+            f"{_PREFIX}shown:{key}",
+            mapping={"asked_by": asked_by or "", "place": place or "", "created": time.time()},
+        )  # who saw it where, as the SQLite store keeps it
         self.redis.set(f"{_PREFIX}answer:{key}", answer.model_dump_json())
         return key
 
