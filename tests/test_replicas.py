@@ -108,18 +108,22 @@ def test_two_replicas_answer_as_one(
 
         # an HTTP conversation continues on whichever replica the proxy picks
         asker = {"X-API-Key": "asker"}
-        first = httpx.post(f"{lb.url}/v1/ask", json={"question": TROOPS}, headers=asker).json()
+        first = httpx.post(
+            f"{lb.url}/v1/ask", json={"question": TROOPS}, headers=asker, timeout=60
+        ).json()
         follow = {
             "question": "Does that include Japan?",
             "conversation_id": first["conversation_id"],
         }
-        continued = httpx.post(f"{lb.url}/v1/ask", json=follow, headers=asker)
+        continued = httpx.post(f"{lb.url}/v1/ask", json=follow, headers=asker, timeout=60)
         assert continued.status_code == 200 and continued.json()["context"]["turn"] == 1
 
         # one client's rate limit holds across both replicas: 4 a minute in all, not 4 each
         counter = {"X-API-Key": "counter"}
         codes = [
-            httpx.post(f"{lb.url}/v1/ask", json={"question": TROOPS}, headers=counter).status_code
+            httpx.post(
+                f"{lb.url}/v1/ask", json={"question": TROOPS}, headers=counter, timeout=60
+            ).status_code
             for _ in range(6)
         ]
         assert codes == [200, 200, 200, 200, 429, 429]
@@ -134,5 +138,6 @@ def test_two_replicas_answer_as_one(
                 f"{replica.url}/v1/ask",
                 json={"question": "Which code did the logistics exercise use?"},
                 headers=asker,
+                timeout=60,
             ).json()
             assert found["quotes"][0]["doc_id"] == "exercise", replica.url
