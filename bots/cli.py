@@ -7,7 +7,7 @@ With `--json`, stdout holds only the JSON document; progress and logs go to stde
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -581,18 +581,51 @@ def serve(
         str | None, typer.Option(help="Address to listen on \\[env: VERBATIM_HOST].")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port \\[env: VERBATIM_PORT].")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Server processes on this machine, each with the model and index in memory"
+            " \\[env: VERBATIM_WORKERS; default 1]. More than one needs VERBATIM_STATE_URL"
+            " (Redis): rate limits, Slack retries and conversations are then shared.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and the chat page (indexes the seed documents if there is no index)."""
     import uvicorn
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackClientError
 
-    from bots.http import create_app
+    from bots.http.app import configure_server_logging, create_app
 
-    settings = _settings(host=host, port=port)
-    # A server logs JSON for collectors, and keeps its access log (INFO)
-    level = min(logging.getLevelNamesMapping()[settings.log_level], logging.INFO)
-    configure_logging(logging.getLevelName(level), log_format="json")
+    settings = _settings(host=host, port=port, workers=workers)
+    configure_server_logging(settings)
+    server: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,  # the app writes its own structured access log
+        "log_level": "warning",
+        # Longer than clients keep idle connections (httpx 5 s, browsers up to 60 s): a server
+        # that closes first races the client's next request on that connection (a read error).
+        "timeout_keep_alive": 75,
+    }
+    if settings.workers > 1:
+        if not settings.state_url:
+            _fail(
+                f"--workers {settings.workers} needs state the processes share: set"
+                " VERBATIM_STATE_URL=redis://HOST:6379/0 (each process would otherwise keep its"
+                " own rate windows and answer a Slack retry again)",
+                code=2,
+            )
+        _engine(settings)  # a quote model that cannot load fails here, not in every process
+        _export_settings(settings.workers)
+        err.print(
+            f"serving on http://{settings.host}:{settings.port}/ with {settings.workers}"
+            " processes (each ready when /readyz says so)"
+        )
+        uvicorn.run(
+            "bots.http.app:app_from_environment", factory=True, workers=settings.workers, **server
+        )
+        return
     try:
         web_app = create_app(settings)
     except QuoteModelError as exc:
@@ -600,16 +633,14 @@ def serve(
     except (BoltError, SlackClientError, OSError) as exc:  # Slack set up but not reachable
         _fail(f"Slack: {exc}; check SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and SLACK_API_BASE_URL")
     err.print(f"serving on http://{settings.host}:{settings.port}/ (ready when /readyz says so)")
-    uvicorn.run(
-        web_app,
-        host=settings.host,
-        port=settings.port,
-        access_log=False,  # the app writes its own structured access log
-        log_level="warning",
-        # Longer than clients keep idle connections (httpx 5 s, browsers up to 60 s): a server
-        # that closes first races the client's next request on that connection (a read error).
-        timeout_keep_alive=75,
-    )
+    uvicorn.run(web_app, **server)
+
+
+def _export_settings(workers: int) -> None:
+    """This invocation's flags as VERBATIM_* variables, for the server processes it starts."""
+    for name, value in {**_State.overrides, "workers": workers}.items():
+        if value is not None:
+            os.environ[f"VERBATIM_{name.upper()}"] = str(value)
 
 
 def _progress_bar() -> Progress:

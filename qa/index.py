@@ -102,12 +102,14 @@ class Index:
     # sets), by sentence vector id: computed on first use, never per question.
     sentence_memo: dict[int, Any] = field(init=False, repr=False)
     chunk_memo: dict[Any, Any] = field(init=False, repr=False)  # ... by chunk (and quote length)
+    document_memo: dict[str, Any] = field(init=False, repr=False)  # ... by document id
 
     def __post_init__(self) -> None:
         self.chunks_by_vector_id = {}
         self.chunk_of_sentence = {}
         self.sentence_memo = {}
         self.chunk_memo = {}
+        self.document_memo = {}
         for doc_id, entry in self.entries.items():
             for chunk in entry.chunks:
                 self.chunks_by_vector_id[chunk_vector_id(chunk.chunk_id)] = chunk

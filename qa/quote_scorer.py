@@ -54,6 +54,9 @@ FEATURES: tuple[str, ...] = (
     "amount_missing",  # the question asks for an amount and the quote states none
     "date_stated",  # the question asks when and the quote holds a date or a year
     "date_missing",  # the question asks when and the quote holds none
+    "names_asked",  # the question names something: a capitalised name or a year
+    "names_missing",  # share of those names the quote does not hold
+    "names_missing_document",  # share of them the quote's whole document does not hold
 )
 
 

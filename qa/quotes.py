@@ -63,6 +63,19 @@ _NUMBER = re.compile(
     r"|dozens?|half|percent)\b",
     re.IGNORECASE,
 )
+# What a question names: runs of capitalised words (joined by "of", "the"...) and years. A
+# quote, or a whole document, that holds none of them is likely about something else (a
+# question about New York answered from an article on Boston); the learned model weighs it.
+_NAME = re.compile(
+    r"(?<!\w)(?:[A-Z][\w'’-]*|\d{3,4})"
+    r"(?:\s+(?:(?:of|the|de|von|van)\s+)*(?:[A-Z][\w'’-]*|\d{3,4}))*"
+)
+# Capitalised because they open a sentence, not because they name something
+_NOT_NAMES = frozenset(
+    "who whom whose what when where which why how in on at the a an during after before by for"
+    " from to of with is was were are did does do approximately about according as".split()
+)
+_POSSESSIVE = re.compile(r"['’]s\b")
 _COLUMN = {name: i for i, name in enumerate(FEATURES)}
 
 
@@ -84,6 +97,25 @@ class _Asked:
 
     amount: bool  # "how many", "何人": the quote states a number
     time: bool  # "when", "いつ": the quote holds a date or a year
+
+
+@dataclass(frozen=True)
+class _Named:
+    """The names a question asks about (each as its lower-cased words), and the words of the
+    document a quote sits in (None when the question names nothing)."""
+
+    names: list[frozenset[str]]
+    document_words: frozenset[str] | None
+
+    def features(self, sentences: list[_Sentence]) -> tuple[float, float, float]:
+        """names_asked, names_missing, names_missing_document."""
+        if not self.names or self.document_words is None:
+            return 0.0, 0.0, 0.0
+        held = frozenset().union(*(s.words for s in sentences))
+        share = 1 / len(self.names)
+        missing = sum(share for name in self.names if not name <= held)
+        absent = sum(share for name in self.names if not name <= self.document_words)
+        return 1.0, missing, absent
 
 
 @dataclass(frozen=True)
@@ -191,6 +223,7 @@ class QuoteSelector:
         )
         chunks = [self._chunk(c.chunk, longest) for c in candidates]
         vectors = self._sentence_vectors(query, chunks)
+        names = asked_names(query.text)
         best_bm25 = max((c.bm25_score for c in candidates), default=0.0) or 1.0
         question_idf = math.log1p(sum(idf.values()))
         windows: list[QuoteWindow] = []
@@ -207,7 +240,9 @@ class QuoteSelector:
                 math.log1p(candidate.bm25_score),
                 question_idf,
             ]
-            for window, row in self._windows_in(query, idf, asked, chunk, chunk_vectors, passage):
+            named = _Named(names, self._document_words(candidate.chunk.doc_id) if names else None)
+            windows_in = self._windows_in(query, idf, asked, named, chunk, chunk_vectors, passage)
+            for window, row in windows_in:
                 windows.append(QuoteWindow(candidate, chunk, *window))
                 rows.append(row)
         features = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(FEATURES))
@@ -239,6 +274,7 @@ class QuoteSelector:
         query: Query,
         idf: dict[str, float],
         asked: _Asked,
+        named: _Named,
         chunk: _ChunkQuotes,
         vectors: npt.NDArray[np.float32],
         passage: list[float],
@@ -272,9 +308,18 @@ class QuoteSelector:
                 float(asked.amount and not number),
                 float(asked.time and date),
                 float(asked.time and not date),
+                *named.features(sentences),
             ]
             out.append(((first, last), row))
         return out
+
+    def _document_words(self, doc_id: str) -> frozenset[str]:
+        known: frozenset[str] | None = self.index.document_memo.get(doc_id)
+        if known is None:
+            text = self.index.entries[doc_id].document.text
+            known = frozenset(_WORD.findall(text.lower()))
+            self.index.document_memo[doc_id] = known  # same value from any thread: no lock
+        return known
 
     def _chunk(self, chunk: Chunk, longest: int) -> _ChunkQuotes:
         known: _ChunkQuotes | None = self.index.chunk_memo.get((chunk.chunk_id, longest))
@@ -376,6 +421,23 @@ class QuoteSelector:
                 )
             )
         return kept
+
+
+def asked_names(question: str) -> list[frozenset[str]]:
+    """The names in a question ("Who headed the Nazis in East Prussia?": Nazis, East Prussia),
+    each as its lower-cased words; none in a question without capitals, such as Japanese."""
+    names = []
+    opening = re.match(r"\W*", question)
+    for match in _NAME.finditer(question):
+        words = match.group(0).split()
+        if opening and match.start() == opening.end() and not words[0].isdigit():
+            words = words[1:]  # capitalised because it opens the question ("Besides defense")
+        while words and words[0].lower() in _NOT_NAMES:
+            words = words[1:]
+        name = frozenset(_WORD.findall(_POSSESSIVE.sub("", " ".join(words)).lower()))
+        if name and name not in names:
+            names.append(name)
+    return names
 
 
 def answer_types(sentence: str) -> tuple[bool, bool]:

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     public_url: str = Field("", pattern=r"^(https?://[^\s<>|]+)?$")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Server processes on this machine (`verbatim serve --workers`), each with its own model and
+    # index in memory; more than one needs `state_url`, the state they then share
+    workers: int = Field(1, ge=1, le=64)
     # comma-separated; when set, every /v1 route needs one. `KEY` reads every collection,
     # `KEY:hr+default` only those named
     api_keys: str = ""
@@ -240,12 +243,15 @@ class Settings(BaseSettings):
         )
 
     def for_server(self) -> Settings:
-        """These settings with `threads` resolved for `query_workers` concurrent questions:
-        with micro-batching, one batch at a time on every core; without it, the cores shared
-        among the query workers, so concurrent questions never oversubscribe them."""
-        if self.threads or self.query_batch > 1:
+        """These settings with `threads` resolved for `query_workers` concurrent questions in
+        each of `workers` processes: with micro-batching, one batch at a time on the process's
+        share of the cores; without it, that share split among the query workers, so
+        concurrent questions never oversubscribe the cores."""
+        if self.threads:
             return self
-        cores = os.cpu_count() or 1
+        cores = max(1, (os.cpu_count() or 1) // self.workers)  # this process's share
+        if self.query_batch > 1:
+            return self if self.workers == 1 else self.model_copy(update={"threads": cores})
         return self.model_copy(update={"threads": max(1, cores // self.query_workers)})
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench.milvus_server import milvus_server
+from bench.redis_server import RedisUnavailable, redis_server
 from bots.http import create_app
 from corpus.loader import default_corpus_dir
 from embeddings.encoder import Encoder, EncoderConfig
@@ -106,30 +105,11 @@ def load_question_set() -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server of its own on 127.0.0.1 (Debian's package, installed by `make test`)."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed: `make test` installs Debian's redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
     try:
-        assert process.stdout is not None
-        for line in process.stdout:  # its log says when it accepts connections
-            if "Ready to accept connections" in line:
-                break
-        else:
-            pytest.fail("redis-server exited before it was ready")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+        with redis_server(tmp_path_factory.mktemp("redis")) as url:
+            yield url
+    except RedisUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from embeddings.encoder import Encoder
 from qa.answer import Answer
 from qa.engine import Verbatim
 from qa.filters import Filters
-from qa.quotes import answer_types
+from qa.quote_scorer import FEATURES
+from qa.quotes import answer_types, asked_names
 from qa.settings import Settings
 
 from .conftest import load_question_set
@@ -247,3 +248,34 @@ def test_filters_restrict_answers_to_matching_documents(seed_engine: Verbatim) -
     assert {q.doc_id for q in by_id.quotes} == {"001_dd8c4ca6def8021f"}
     nothing = seed_engine.ask(question, filters=Filters(lang="ja"))
     assert nothing.status == "no_answer" and nothing.quotes == []
+
+
+def test_what_a_question_names_is_looked_for_in_the_quote_and_its_document(
+    seed_engine: Verbatim,
+) -> None:
+    # Capitalised runs and years are names; a word capitalised because it opens the question
+    # is not; Japanese has no capitals, so the features stay off for it.
+    names = asked_names("Besides Okinawa, where did the Security Consultative Committee meet?")
+    assert names == [{"okinawa"}, {"security", "consultative", "committee"}]
+    assert asked_names("Who was President of the United States in 1996?") == [
+        {"president", "of", "the", "united", "states"},
+        {"1996"},
+    ]
+    assert asked_names("日米安全保障協議委員会はいつ開かれましたか?") == []
+    # On the seed documents: Tokyo is in the 2+2 statement, Boston in none of them
+    column = {name: i for i, name in enumerate(FEATURES)}
+    for city, in_documents in (("Tokyo", True), ("Boston", False)):
+        _, windows, features = seed_engine.quote_features(f"When did the 2+2 meet in {city}?")
+        assert set(features[:, column["names_asked"]]) == {1.0}
+        absent = features[:, column["names_missing_document"]]
+        assert bool(absent.min() == 0.0) is in_documents, city
+        holding = [
+            row
+            for row, window in enumerate(windows)
+            if city
+            in seed_engine.index.entries[window.span[0]].document.text[
+                window.span[1] : window.span[2]
+            ]
+        ]
+        assert bool(holding) is in_documents
+        assert all(features[row, column["names_missing"]] == 0.0 for row in holding)

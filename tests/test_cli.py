@@ -269,3 +269,11 @@ def test_collections_are_indexed_listed_and_asked_apart(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "verbatim index --collection finance" in missing.stderr
     invalid = run(home, "ask", "--collection", "../x", TROOPS)
     assert invalid.returncode == 2 and "collection" in invalid.stderr
+
+
+def test_serve_refuses_several_workers_without_shared_state(tmp_path: Path) -> None:
+    """Processes with rate windows of their own would let a client through N times its limit."""
+    result = run(tmp_path, "serve", "--workers", "2", "--port", "0", VERBATIM_STATE_URL="")
+    assert result.returncode == 2
+    assert "VERBATIM_STATE_URL=redis://" in result.stderr
+    assert "Traceback" not in result.stderr

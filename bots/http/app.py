@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -51,7 +53,7 @@ from qa.answer import Answer, SearchResult
 from qa.collections import CollectionNotFoundError, Collections
 from qa.conversation import Conversation
 from qa.engine import DocumentNotFoundError, Verbatim
-from qa.logs import get_logger
+from qa.logs import configure_logging, get_logger
 from qa.settings import DEFAULT_COLLECTION, Settings
 from qa.state import State
 
@@ -71,6 +73,20 @@ _ERROR_CODES = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503)
 }
+
+
+def configure_server_logging(settings: Settings) -> None:
+    """A server logs JSON for collectors, and keeps its access log (INFO)."""
+    level = min(logging.getLevelNamesMapping()[settings.log_level], logging.INFO)
+    configure_logging(logging.getLevelName(level), log_format="json")
+
+
+def app_from_environment() -> FastAPI:
+    """The app as each process of `verbatim serve --workers N` builds it: its settings come
+    from the VERBATIM_* variables, which is how `serve` hands its flags to the processes."""
+    settings = Settings()
+    configure_server_logging(settings)
+    return create_app(settings)
 
 
 def create_app(
@@ -100,6 +116,7 @@ def create_app(
             return
         metrics.ready.set(1)
         ready.set()
+        log.info("ready", index_version=engine.index.version, pid=os.getpid())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
