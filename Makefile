@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 QUESTION ?= How many U.S. military personnel are forward deployed in the region?
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint browser eval-gate bench bench-eval bench-quotes bench-encoders bench-peers bench-scale \
+.PHONY: install run test lint browser eval-gate bench bench-eval bench-quotes bench-encoders bench-peers bench-scale bench-replicas \
 	train-ranker train-cross-encoder clean
 
 $(STAMP): pyproject.toml
@@ -137,6 +137,10 @@ bench-peers: install
 
 bench-scale: install
 	$(BIN)/python -m bench.scale
+
+# One replica against two, over a Milvus server with Redis state (docs/benchmarks.md, "Replicas")
+bench-replicas: install browser
+	$(BIN)/python -m bench.replicas
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

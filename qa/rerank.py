@@ -50,15 +50,16 @@ class SentenceReranker:
         if not query.semantic:  # the sentence vectors can't judge this question's language
             return candidates
         head, tail = candidates[: self.depth], candidates[self.depth :]
+        ids = [[sentence_vector_id(c.chunk.doc_id, i) for i in c.chunk.sentences] for c in head]
+        # one read for every candidate's sentences (a round trip each, with Milvus)
+        flat = np.array([i for chunk_ids in ids for i in chunk_ids], dtype=np.int64)
         vector = query.vector.reshape(-1)
-        scores = []
-        for candidate in head:
-            chunk = candidate.chunk
-            ids = np.array(
-                [sentence_vector_id(chunk.doc_id, i) for i in chunk.sentences], dtype=np.int64
-            )
-            best = index.sentence_store.vectors(ids) @ vector if len(ids) else np.zeros(1)
-            scores.append(float(best.max()))
+        cosines = index.sentence_store.vectors(flat) @ vector if len(flat) else np.zeros(0)
+        scores, start = [], 0
+        for chunk_ids in ids:
+            best = cosines[start : start + len(chunk_ids)]
+            scores.append(float(best.max()) if len(best) else 0.0)
+            start += len(chunk_ids)
         return _fused(head, scores) + tail
 
 

@@ -3,6 +3,7 @@ behave the same, and an index on Milvus must give the answers an index on FAISS 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,29 @@ def test_milvus_index_answers_like_faiss_and_updates_incrementally(
     extra.unlink()
     engine.build_index([seed_dir])
     assert all(p.doc_id != "exercise" for p in engine.search("code KX-7741", 10).passages)
+
+
+def test_a_settled_version_reads_bounded_and_answers_the_same(
+    milvus: str, make_engine: Callable[..., Verbatim], tmp_path: Path, seed_dir: Path
+) -> None:
+    """Strong reads wait for the server's next tick (~200 ms each, a dozen per question); once
+    a version's vectors are older than Milvus's graceful time, Bounded reads must see them all
+    (`make bench-replicas` measures the difference)."""
+    settings = {"vector_store": "milvus", "milvus_uri": milvus, "milvus_collection": "settled"}
+    builder = make_engine(home=tmp_path / "builder", **settings)
+    builder.build_index([seed_dir])
+    fresh = [
+        [(q.doc_id, q.char_start, q.char_end) for q in builder.ask(x).quotes] for x in QUESTIONS
+    ]
+    for pointer in builder.index.directory.glob("*/milvus.json"):
+        written = pointer.stat().st_mtime
+        os.utime(pointer, (written - 60, written - 60))  # as if built a minute ago
+    index_dir = builder.settings.resolved_index_dir
+    reader = make_engine(home=tmp_path / "reader", index_dir=index_dir, **settings)
+    settled = [
+        [(q.doc_id, q.char_start, q.char_end) for q in reader.ask(x).quotes] for x in QUESTIONS
+    ]
+    assert settled == fresh
 
 
 def test_switching_to_milvus_moves_vectors_without_encoding(
