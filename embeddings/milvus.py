@@ -13,7 +13,7 @@ never a hang.
 
 Reads are Strong (they wait for the server's next time tick, ~200 ms, to see every write) only
 while an index version is young: its vectors are all written before its pointer file, and once
-that file is `_SETTLED_S` old, Bounded reads (every write older than Milvus's graceful time, 5 s
+that file is `SETTLED_S` old, Bounded reads (every write older than Milvus's graceful time, 5 s
 by default, without waiting) see them all. A question reads the stores about a dozen times, so
 this is the difference between ~4 s and a few milliseconds of Milvus per answer.
 """
@@ -43,7 +43,7 @@ _BATCH = 1000  # rows per upsert or get: bounded request sizes
 _SCHEMA = 2  # 1: id, doc_id, vector; 2: also source, lang, date
 # Seconds after a version's pointer file is written from which its reads are Bounded: Milvus's
 # graceful time (5 s) with room for clocks that differ between machines
-_SETTLED_S = 30.0
+SETTLED_S = 30.0
 
 
 class MilvusStore:
@@ -106,7 +106,7 @@ class MilvusStore:
         pointer = json.loads((directory / _POINTER).read_text())
         store = cls(dimension, uri or pointer["uri"], pointer["collection"], token)
         store.schema = int(pointer.get("schema", 1))
-        store._strong_until = (directory / _POINTER).stat().st_mtime + _SETTLED_S
+        store._strong_until = (directory / _POINTER).stat().st_mtime + SETTLED_S
         client = store._connected()
         if not store._call(lambda: client.has_collection(store.collection)):
             raise VectorStoreUnavailable(
