@@ -85,6 +85,20 @@ class KeywordIndex:
             weights[token] = float(np.log(1.0 + (total - df + 0.5) / (df + 0.5)))
         return weights
 
+    def unseen_share(self, tokens: list[str]) -> float:
+        """The share of the tokens' IDF that the collection never holds, a token it lacks
+        weighing what a token of a single chunk would: how much of a question is about
+        something the documents never mention."""
+        unique = set(tokens)
+        if not unique:
+            return 0.0
+        if self._bm25 is None:
+            return 1.0
+        known = self.idf(list(unique))
+        total = float(self._bm25.scores["num_docs"])
+        unseen = (len(unique) - len(known)) * float(np.log(1.0 + (total - 0.5) / 1.5))
+        return unseen / (unseen + sum(known.values())) if unseen else 0.0
+
     def save(self, directory: Path, tokens: list[list[str]]) -> None:
         """The matrix for searching, and the token lists for the next incremental build."""
         directory.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,7 @@ FEATURES: tuple[str, ...] = (
     "names_asked",  # the question names something: a capitalised name or a year
     "names_missing",  # share of those names the quote does not hold
     "names_missing_document",  # share of them the quote's whole document does not hold
+    "question_unseen",  # share of the question's keyword IDF the collection never holds
 )
 
 

@@ -226,6 +226,7 @@ class QuoteSelector:
         names = asked_names(query.text)
         best_bm25 = max((c.bm25_score for c in candidates), default=0.0) or 1.0
         question_idf = math.log1p(sum(idf.values()))
+        unseen = self.index.keywords.unseen_share(query.tokens)
         windows: list[QuoteWindow] = []
         rows: list[list[float]] = []
         for rank, (candidate, chunk, chunk_vectors) in enumerate(
@@ -244,7 +245,7 @@ class QuoteSelector:
             windows_in = self._windows_in(query, idf, asked, named, chunk, chunk_vectors, passage)
             for window, row in windows_in:
                 windows.append(QuoteWindow(candidate, chunk, *window))
-                rows.append(row)
+                rows.append([*row, unseen])
         features = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(FEATURES))
         if rows:
             for column, gap in (("similarity", "similarity_gap"), ("coverage", "coverage_gap")):
@@ -279,8 +280,9 @@ class QuoteSelector:
         vectors: npt.NDArray[np.float32],
         passage: list[float],
     ) -> list[tuple[tuple[int, int], list[float]]]:
-        """Every window of the chunk with its features in `FEATURES` order (the gaps are left
-        at 0 for `features` to fill in, once the best of the question is known)."""
+        """Every window of the chunk with its features in `FEATURES` order up to
+        `names_missing_document` (the gaps are left at 0 for `features` to fill in, once the
+        best of the question is known)."""
         keyword_total = sum(idf.values())
         matched = [s.keywords & idf.keys() for s in chunk.sentences]  # small: coverage is cheap
         similarities = _window_similarities(vectors, chunk.windows, query.vector.reshape(-1))

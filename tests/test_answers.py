@@ -279,3 +279,20 @@ def test_what_a_question_names_is_looked_for_in_the_quote_and_its_document(
         ]
         assert bool(holding) is in_documents
         assert all(features[row, column["names_missing"]] == 0.0 for row in holding)
+
+
+def test_what_the_documents_never_mention_is_a_feature_of_every_quote(
+    seed_engine: Verbatim,
+) -> None:
+    # The share of a question's keyword weight the collection never holds: none of an alliance
+    # question, most of a question about Sweden's consumption tax, all of a made-up one.
+    keywords, tokenize = seed_engine.index.keywords, seed_engine.tokenizer.tokenize
+    assert (
+        keywords.unseen_share(tokenize("What is the alliance between Japan and the United States?"))
+        == 0
+    )
+    assert 0.5 < keywords.unseen_share(tokenize("What was the consumption tax in Sweden?")) < 1
+    assert keywords.unseen_share(tokenize("zzzqqq blorf")) == 1.0
+    _, _, features = seed_engine.quote_features("What was the consumption tax in Sweden?")
+    unseen = features[:, FEATURES.index("question_unseen")]
+    assert len(set(unseen)) == 1 and unseen[0] > 0.5  # the question's, on every quote
