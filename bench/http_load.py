@@ -45,7 +45,7 @@ from rich.table import Table
 
 from bench.load import LoadRun, drive, metric_samples, quote_key
 from bench.run import write_results
-from bench.server import served
+from bench.server import served, wait_ready
 from corpus.loader import default_corpus_dir
 from qa.engine import Verbatim
 from qa.settings import Settings
@@ -77,7 +77,7 @@ def main() -> None:
         in_process = [_timed_ms(lambda q=q: engine.ask(q)) for q in QUESTIONS * 3]
         env = {"VERBATIM_HOME": str(home), **_QUIET}
         with served(env) as url:
-            _wait_ready(url)
+            wait_ready(url)
             levels = [_load(url, clients, args.seconds) for clients in (1, 8, 32)]
         batching = _batching(env, args.rounds, args.seconds)
         batch = max(2, round(batching["mean_batch"]))  # 0 if no question ever had company
@@ -117,7 +117,7 @@ def _batching(env: dict[str, str], rounds: int, seconds: float) -> dict[str, Any
             for name, extra in configurations.items()
         }
         for url in urls.values():
-            _wait_ready(url)
+            wait_ready(url)
             _load(url, 32, 2)  # warm-up
         for _ in range(rounds):
             for name, url in urls.items():
@@ -225,7 +225,7 @@ def _reliability(scratch: Path, corpus: Path, clients: int, seconds: float) -> d
     with served(
         {"VERBATIM_HOME": str(home), **_QUIET, "VERBATIM_LOG_LEVEL": "WARNING"}, server_log
     ) as url:
-        _wait_ready(url)
+        wait_ready(url)
         rss_before = _rss(url)
         rss_samples: list[float] = []
 
@@ -307,18 +307,6 @@ def _print(results: dict[str, Any]) -> None:
         f"{reliability['answers_by_version']}, RSS {reliability['rss_mb_before']} → "
         f"{reliability['rss_mb_after']} MB (during: {reliability['rss_mb_during']})"
     )
-
-
-def _wait_ready(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)  # a benchmark waiting for a server process to start, not a test
-    raise SystemExit("the server did not become ready")
 
 
 def _timed_ms(action: Any) -> float:

@@ -37,12 +37,12 @@ from limits.strategies import MovingWindowRateLimiter
 from rich.console import Console
 from rich.table import Table
 
-from bench.http_load import QUESTIONS, _wait_ready
+from bench.http_load import QUESTIONS
 from bench.load import LoadRun, drive
 from bench.milvus_server import milvus_server
 from bench.redis_server import RedisUnavailable, redis_server
 from bench.run import write_results
-from bench.server import served
+from bench.server import served, wait_ready
 from corpus.loader import default_corpus_dir
 from embeddings.milvus import SETTLED_S
 from qa.conversation import Conversation, Turn, new_conversation_id
@@ -133,7 +133,7 @@ def _replicas(scratch: Path, envs: list[dict[str, str]]) -> Iterator[list[str]]:
             for n, env in enumerate(envs)
         ]
         for url in urls:
-            _wait_ready(url, timeout=300)
+            wait_ready(url, timeout=300)
             httpx.post(f"{url}/v1/ask", json={"question": QUESTIONS[0]}, timeout=60)  # warm
         yield urls
 

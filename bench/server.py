@@ -6,9 +6,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,3 +35,16 @@ def served(env: dict[str, str], log: Path | None = None) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def wait_ready(url: str, timeout: float = 120) -> None:
+    """Until the server at `url` says it is ready (it loads its model and index first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)  # a benchmark waiting for a server process to start, not a test
+    raise SystemExit("the server did not become ready")

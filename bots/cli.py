@@ -281,8 +281,11 @@ def ask(
     if conversation is None:
         answer = _run(lambda _: engine.ask(question, **options))
     else:
-        turn = engine.new_conversation() if conversation == "new" else None
-        turn = turn or engine.conversation(conversation)
+        turn = (
+            engine.new_conversation()
+            if conversation == "new"
+            else engine.conversation(conversation)
+        )
         if turn is None:
             _fail(f"no conversation {conversation!r} (unknown or expired): use --conversation new")
         answer = _run(lambda _: engine.converse(question, turn, **options))

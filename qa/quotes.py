@@ -102,14 +102,14 @@ class _Asked:
 @dataclass(frozen=True)
 class _Named:
     """The names a question asks about (each as its lower-cased words), and the words of the
-    document a quote sits in (None when the question names nothing)."""
+    document a quote sits in (read only when the question names something)."""
 
     names: list[frozenset[str]]
-    document_words: frozenset[str] | None
+    document_words: frozenset[str]
 
     def features(self, sentences: list[_Sentence]) -> tuple[float, float, float]:
         """names_asked, names_missing, names_missing_document."""
-        if not self.names or self.document_words is None:
+        if not self.names:
             return 0.0, 0.0, 0.0
         held = frozenset().union(*(s.words for s in sentences))
         share = 1 / len(self.names)
@@ -241,7 +241,8 @@ class QuoteSelector:
                 math.log1p(candidate.bm25_score),
                 question_idf,
             ]
-            named = _Named(names, self._document_words(candidate.chunk.doc_id) if names else None)
+            document = self._document_words(candidate.chunk.doc_id) if names else frozenset()
+            named = _Named(names, document)
             windows_in = self._windows_in(query, idf, asked, named, chunk, chunk_vectors, passage)
             for window, row in windows_in:
                 windows.append(QuoteWindow(candidate, chunk, *window))

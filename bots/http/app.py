@@ -50,7 +50,7 @@ from bots.slack.settings import SlackSettings
 from corpus.models import Document
 from embeddings.store import VectorStoreUnavailable
 from qa.answer import Answer, SearchResult
-from qa.collections import CollectionNotFoundError, Collections
+from qa.collections import CollectionNotFoundError, Collections, CollectionSummary
 from qa.conversation import Conversation
 from qa.engine import DocumentNotFoundError, Verbatim
 from qa.logs import configure_logging, get_logger
@@ -215,8 +215,12 @@ def create_app(
     )
     async def list_collections(request: Request) -> list[CollectionBody]:
         scope = request.state.scope
-        names = [n for n in collections.names() if scope is None or n in scope]
-        found = await in_worker(lambda: [collections.summary(n) for n in names])
+
+        def readable() -> list[CollectionSummary]:  # reads the collections folder: a worker's job
+            names = collections.names()
+            return [collections.summary(n) for n in names if scope is None or n in scope]
+
+        found = await in_worker(readable)
         return [CollectionBody(**asdict(summary)) for summary in found]
 
     @v1.get(
