@@ -2,9 +2,12 @@
 
     python -m bench.quote_ranker [--out bench/results/quote_ranker.json]
 
-For SQuAD v1.1 (English) and JaQuAD (Japanese, read by the cross-lingual reader), the training
-and evaluation slices of `qa.training` / `qa.evaluation.docqa` are indexed and every possible
-quote of every question is listed with its features, once. Each scorer then picks each
+For SQuAD v1.1 (English) and JaQuAD (Japanese, over the multilingual-e5-small index its
+documents choose), the training collections of `qa.training` (one big, 25 small) and two
+evaluations are indexed: one big collection of the evaluation part, and small collections of it
+(`qa.evaluation.docqa.small_slices`: two articles' first paragraphs each, unanswerable questions
+from other articles and from the paragraphs cut away). Every possible quote of every question is
+listed with its features, once. Each scorer then picks each
 question's best quote from the same lists, so the comparison is of scoring alone:
 
 - `hand`: the earlier mix, 0.7 similarity + 0.3 keyword coverage;
@@ -21,7 +24,7 @@ also scored by the shipped learned model, the cross-encoder alone (its logit ran
 model's best quotes; no threshold of its own) and their combination
 (`VERBATIM_QUOTE_SCORER=cross-encoder`), each with its shipped threshold.
 
-Metrics on the evaluation slice: ranked hit@1 (the best quote holds a gold answer), hit@1 (it
+Metrics on each evaluation: ranked hit@1 (the best quote holds a gold answer), hit@1 (it
 does and clears the threshold calibrated on the training slice), abstention precision and
 recall on the unanswerable questions, with a paired t-test of ranked hit@1 against `learned`.
 Sets absent from ../shared/eval/qa-train are skipped with a message.
@@ -43,7 +46,7 @@ from scipy import stats
 
 from bench.run import write_results
 from qa.engine import Verbatim
-from qa.evaluation.docqa import DocQASlice
+from qa.evaluation.docqa import DocQASlice, small_slices
 from qa.quote_scorer import (
     CROSS_ENCODER_FOLDER,
     FEATURES,
@@ -57,6 +60,7 @@ from qa.training import (
     MAX_FALSE_ABSTENTION,
     SETS,
     SHARED,
+    SMALL_TRAIN_SLICES,
     TRAIN_SLICE,
     Confidence,
     QuestionFeatures,
@@ -71,6 +75,8 @@ from qa.training import (
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SLICE = DocQASlice(part="eval", articles=40, withheld=10, questions=1000, unanswerable=250)
+# Small collections of the evaluation part, as many as its articles make (88 SQuAD, 138 JaQuAD)
+SMALL_EVAL_SLICES = {"squad": small_slices("eval", 22), "jaquad": small_slices("eval", 30)}
 console = Console(stderr=True)
 ANSWER_TYPES = ("amount_stated", "amount_missing", "date_stated", "date_missing")
 
@@ -154,7 +160,7 @@ def cross_encoder_runs(
     base = Settings()
     engine = Verbatim(
         base.model_copy(
-            update={"home": cache / f"{name}-eval", "index_dir": None, "quote_scorer": "hand"}
+            update={"home": cache / f"{name}-eval" / "0", "index_dir": None, "quote_scorer": "hand"}
         )
     )
     scored: dict[str, QuoteScorer] = {
@@ -200,16 +206,57 @@ def _texts(engine: Verbatim, q: QuestionFeatures) -> Callable[[list[int]], list[
     return lambda rows: quote_texts(engine, q, rows)
 
 
-def _features(name: str, part: str, slice_: DocQASlice, cache: Path) -> list[QuestionFeatures]:
-    """Collected once per set and slice; later runs reuse the file (delete it to recollect)."""
-    stored = cache / f"{name}-{part}.pkl"
+def _features(
+    name: str, label: str, slices: list[DocQASlice], cache: Path
+) -> list[QuestionFeatures]:
+    """Collected once per set and slices, each slice its own collection; later runs reuse the
+    file (delete it to recollect)."""
+    stored = cache / f"{name}-{label}.pkl"
     if stored.exists():
         data: list[QuestionFeatures] = pickle.loads(stored.read_bytes())
         return data
-    console.print(f"{name} {part}: indexing and collecting features")
-    data, _ = collect_set(SHARED / SETS[name], cache / f"{name}-{part}", slice_)
+    console.print(f"{name} {label}: indexing and collecting features")
+    data = []
+    for n, slice_ in enumerate(slices):
+        home = cache / f"{name}-{label}" / str(n)
+        data += collect_set(SHARED / SETS[name], home, slice_)[0]
     stored.write_bytes(pickle.dumps(data))
     return data
+
+
+def _with_p(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each scorer's metrics with the paired t-test of its ranked hits against `learned`'s."""
+    base = measured["learned"].pop("_hits")
+    for values in measured.values():
+        hits = values.pop("_hits", base)
+        values["p_vs_learned"] = (
+            None if hits == base else round(float(stats.ttest_rel(hits, base).pvalue), 4)
+        )
+    return measured
+
+
+def _print(title: str, measured: dict[str, dict[str, Any]]) -> None:
+    table = Table(
+        Column("scorer", min_width=16, no_wrap=True),
+        "ranked hit@1",
+        "hit@1",
+        "abst. precision",
+        "abst. recall",
+        "false abst.",
+        "p vs learned",
+        title=title,
+    )
+    for label, v in measured.items():
+        table.add_row(
+            label,
+            f"{v['ranked_hit@1']:.3f}",
+            f"{v['hit@1']:.3f}",
+            f"{v['abstention_precision']:.3f}",
+            f"{v['abstention_recall']:.3f}",
+            f"{v['false_abstention_rate']:.3f}",
+            "" if v["p_vs_learned"] is None else f"{v['p_vs_learned']:.4f}",
+        )
+    Console().print(table)
 
 
 def main() -> None:
@@ -228,42 +275,19 @@ def main() -> None:
             console.print(f"skipping {name}: {SHARED / filename} is absent")
             continue
         # one encoder's questions (a few Japanese questions are detected as another language)
-        model_id, train = read_by_one_encoder(_features(name, "train", TRAIN_SLICE, args.cache))
-        test = [
-            q for q in _features(name, "eval", EVAL_SLICE, args.cache) if q.model_id == model_id
-        ]
-        measured = {label: measure(s, train, test) for label, s in scorers(train).items()}
-        folder = Settings().resolved_models_dir / CROSS_ENCODER_FOLDER
-        if name == "squad" and folder.exists():
-            measured |= cross_encoder_runs(name, test, args.cache, folder)
-        base = measured["learned"].pop("_hits")
-        for values in measured.values():
-            hits = values.pop("_hits", base)
-            values["p_vs_learned"] = (
-                None if hits == base else round(float(stats.ttest_rel(hits, base).pvalue), 4)
-            )
-        results[name] = measured
-        table = Table(
-            Column("scorer", min_width=16, no_wrap=True),
-            "ranked hit@1",
-            "hit@1",
-            "abst. precision",
-            "abst. recall",
-            "false abst.",
-            "p vs learned",
+        model_id, train = read_by_one_encoder(
+            _features(name, "train", [TRAIN_SLICE, *SMALL_TRAIN_SLICES], args.cache)
         )
-        table.title = f"{name}: evaluation part, {len(test)} questions"
-        for label, v in measured.items():
-            table.add_row(
-                label,
-                f"{v['ranked_hit@1']:.3f}",
-                f"{v['hit@1']:.3f}",
-                f"{v['abstention_precision']:.3f}",
-                f"{v['abstention_recall']:.3f}",
-                f"{v['false_abstention_rate']:.3f}",
-                "" if v["p_vs_learned"] is None else f"{v['p_vs_learned']:.4f}",
-            )
-        Console().print(table)
+        trained = scorers(train)
+        results[name] = {}
+        for label, slices in (("eval", [EVAL_SLICE]), ("small-eval", SMALL_EVAL_SLICES[name])):
+            test = [q for q in _features(name, label, slices, args.cache) if q.model_id == model_id]
+            measured = {scorer: measure(s, train, test) for scorer, s in trained.items()}
+            folder = Settings().resolved_models_dir / CROSS_ENCODER_FOLDER
+            if name == "squad" and label == "eval" and folder.exists():
+                measured |= cross_encoder_runs(name, test, args.cache, folder)
+            results[name][label] = _with_p(measured)
+            _print(f"{name}: {label}, {len(test)} questions", measured)
     write_results(results, args.out)
 
 

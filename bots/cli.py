@@ -436,6 +436,14 @@ def evaluate_command(
             min=0, help="Extractive QA sets: articles left out; their questions are unanswerable."
         ),
     ] = DocQASlice.withheld,
+    paragraphs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Extractive QA sets: index only each article's first N paragraphs (0: all); the"
+            " questions of the rest whose answers are nowhere indexed are unanswerable too.",
+        ),
+    ] = DocQASlice.paragraphs,
     questions: Annotated[
         int, typer.Option(min=1, help="Extractive QA sets: answerable questions sampled.")
     ] = DocQASlice.questions,
@@ -468,6 +476,7 @@ def evaluate_command(
         part="eval" if part == "eval" else "train",
         articles=articles,
         withheld=withheld,
+        paragraphs=paragraphs,
         questions=questions,
         unanswerable=unanswerable,
     )

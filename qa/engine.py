@@ -366,7 +366,10 @@ class Verbatim:
         threshold = self.answer_threshold(
             query.model_id, selector.cross_lingual(query, candidates), query.lang
         )
-        answering = [q for q in ranked if q.score >= threshold]
+        # The confidence model was fitted and its threshold calibrated on each question's best
+        # quote by rank: that quote decides whether the question is answered at all.
+        best_clears = bool(ranked) and ranked[0].score >= threshold
+        answering = [q for q in ranked if q.score >= threshold] if best_clears else []
         if answering:
             chosen, status, closest = diverse(answering, top_k), "answered", False
         else:

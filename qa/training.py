@@ -12,7 +12,10 @@ for JaQuAD, and e5 for SQuAD's English too), `fit` trains
 (1) a ranker, a conditional logit that puts a quote holding the answer first among a question's
 quotes, and (2) a confidence model, a logistic regression telling the best quotes of answerable
 questions from those of questions whose article was withheld from the collection, whose
-threshold is calibrated on those same training questions.
+threshold is calibrated on those same training questions. The questions come from one big
+collection and from 25 small ones (`small_slices`: a few short documents, unanswerable questions
+about their cut-away paragraphs too), so the confidence model has seen what a question the
+collection barely mentions looks like in a folder of a few documents as well as in a big one.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy.typing as npt
 
 from embeddings.e5 import MODEL_NAME as E5_MODEL_NAME
 from qa.engine import Verbatim
-from qa.evaluation.docqa import DocQASlice, load_docqa
+from qa.evaluation.docqa import DocQASlice, load_docqa, small_slices
 from qa.evaluation.questions import Question
 from qa.quote_scorer import (
     DEFAULT_MODEL_FILE,
@@ -47,6 +50,9 @@ SETS = {"squad": "squad-v1.1-train.json.gz", "jaquad": "jaquad-train.json.gz"}
 # whose features differ from Japanese ones (keywords, lengths) beyond one threshold's reach.
 TRAINED = [("squad", None, ""), ("jaquad", None, ""), ("squad", E5_MODEL_NAME, "@en")]
 TRAIN_SLICE = DocQASlice(part="train", articles=60, withheld=20, questions=3000, unanswerable=1000)
+# And 25 small collections of a few short documents after it: a team's folder, whose keyword
+# statistics (how much of a question the collection never mentions) a big collection lacks
+SMALL_TRAIN_SLICES = small_slices("train", 25, skip=TRAIN_SLICE.articles + TRAIN_SLICE.withheld)
 Scorer = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float64]]
 Confidence = Callable[[npt.NDArray[np.float32], npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 # Abstention: the threshold abstains on as many unanswerable questions as it can while
@@ -272,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         configured = settings.model_copy(update={"model": model}) if model else settings
         home = work / (name if model is None else f"{name}-{model}")
         data, _ = collect_set(args.data / filename, home, TRAIN_SLICE, configured)
+        for n, small in enumerate(SMALL_TRAIN_SLICES):
+            data += collect_set(args.data / filename, home / f"small-{n}", small, configured)[0]
         model_id, kept = read_by_one_encoder(data)
         if len(kept) < len(data):
             print(
@@ -279,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                 " (their language detected otherwise) and are left out",
                 file=sys.stderr,
             )
-        described = f"{filename} train part: {_describe(TRAIN_SLICE)}"
+        described = (
+            f"{filename} train part: {_describe(TRAIN_SLICE)}; and {len(SMALL_TRAIN_SLICES)}"
+            f" small collections of {_describe(SMALL_TRAIN_SLICES[0])}"
+        )
         models[model_id + suffix] = fit(kept, trained_on=described)
         fallback = fallback or model_id
         trained = {model_id + suffix: models[model_id + suffix].to_dict()}
@@ -290,9 +301,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _describe(slice_: DocQASlice) -> str:
+    indexed = f"{slice_.articles} articles indexed"
+    if slice_.paragraphs:
+        indexed += f" (their first {slice_.paragraphs} paragraphs)"
     return (
-        f"{slice_.articles} articles indexed, {slice_.withheld} withheld;"
-        f" {slice_.questions} answerable and {slice_.unanswerable} unanswerable questions"
+        f"{indexed}, {slice_.withheld} withheld; up to {slice_.questions} answerable and"
+        f" {slice_.unanswerable} unanswerable questions"
     )
 
 

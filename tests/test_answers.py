@@ -296,3 +296,38 @@ def test_what_the_documents_never_mention_is_a_feature_of_every_quote(
     _, _, features = seed_engine.quote_features("What was the consumption tax in Sweden?")
     unseen = features[:, FEATURES.index("question_unseen")]
     assert len(set(unseen)) == 1 and unseen[0] > 0.5  # the question's, on every quote
+
+
+class _RankedConfidence:
+    """The shipped scorer's ranking, with a confidence that is sure of one chosen quote only
+    (by rank position): what the answer threshold sees."""
+
+    def __init__(self, engine: Verbatim, sure_position: int) -> None:
+        self.learned = engine.quote_scorer
+        self.sure_position = sure_position
+
+    def rank(self, quotes: Any) -> Any:
+        return self.learned.rank(quotes)
+
+    def confidence(self, quotes: Any, ranks: Any) -> Any:
+        sure = ranks * 0.0
+        sure[ranks.argsort()[::-1][self.sure_position]] = 1.0
+        return sure
+
+    def threshold(self, model_id: str, cross_lingual: bool, lang: str = "") -> float:
+        return 0.5
+
+
+def test_the_best_ranked_quote_decides_whether_a_question_is_answered(
+    seed_engine: Verbatim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The confidence model was fitted and calibrated on best quotes only: a lower-ranked quote
+    # it happens to be sure of must not turn an abstention into an answer.
+    question = "What did the 2+2 meeting decide about the Guidelines?"
+    monkeypatch.setattr(seed_engine, "quote_scorer", _RankedConfidence(seed_engine, 3))
+    abstained = seed_engine.ask(question)
+    assert abstained.status == "no_answer" and len(abstained.quotes) == 1
+    monkeypatch.setattr(seed_engine, "quote_scorer", _RankedConfidence(seed_engine, 0))
+    answered = seed_engine.ask(question)
+    assert answered.status == "answered"
+    assert answered.quotes[0].text == abstained.quotes[0].text  # the same best quote, now sure

@@ -104,6 +104,42 @@ def test_a_slice_indexes_some_articles_and_asks_the_others_questions_as_unanswer
     assert len(withheld) == 1 and FACTS[withheld.pop()][0] not in indexed_text
 
 
+def test_a_cut_article_keeps_its_first_paragraphs_and_asks_the_rest_as_unanswerable(
+    tmp_path: Path,
+) -> None:
+    paragraphs = [
+        ("Mount Fuji is 3,776 metres high.", [("How high is Fuji?", "3,776 metres")]),
+        (
+            "It last erupted in 1707. Its height is 3,776 metres.",
+            [("When did Fuji last erupt?", "1707"), ("What is Fuji's height?", "3,776 metres")],
+        ),
+    ]
+    article = {
+        "title": "Mount Fuji",
+        "paragraphs": [
+            {
+                "context": context,
+                "qas": [
+                    {"id": f"p{n}-{i}", "question": q, "answers": [{"text": a}]}
+                    for i, (q, a) in enumerate(qas)
+                ],
+            }
+            for n, (context, qas) in enumerate(paragraphs)
+        ],
+    }
+    source = tmp_path / "set.json.gz"
+    with gzip.open(source, "wt", encoding="utf-8") as handle:
+        json.dump({"data": [article] * 5}, handle)
+    cut = DocQASlice(part="train", articles=1, withheld=0, paragraphs=1)
+    questions, _ = load_docqa(source, tmp_path / "docs", cut)
+    (indexed,) = (tmp_path / "docs").glob("*.txt")
+    assert indexed.read_text(encoding="utf-8") == "Mount Fuji\n\nMount Fuji is 3,776 metres high.\n"
+    asked = {q.question: q.unanswerable for q in questions}
+    # the height asked again of the cut paragraph is answered by the kept one: not unanswerable,
+    # and not answerable from its own paragraph either, so it is not asked
+    assert asked == {"How high is Fuji?": False, "When did Fuji last erupt?": True}
+
+
 def test_a_file_in_another_layout_is_refused_with_the_layout_it_needs(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"questions": []}', encoding="utf-8")

@@ -9,7 +9,11 @@ Articles are split once, by a fixed seed, into a training part (what the quote r
 and its threshold is calibrated on) and an evaluation part (what is reported): no article, and
 so no question, is in both. A `DocQASlice` takes the first articles of a part for the
 collection, the next ones as withheld, and samples questions from each, all by the same seed,
-so a slice is the same on every machine.
+so a slice is the same on every machine. With `paragraphs`, an indexed article is cut to its
+first paragraphs: only their questions are answerable, and the questions of the paragraphs cut
+away whose answers the collection nowhere holds join the unanswerable ones, asked about the very
+topic of an indexed document. `small_slices` makes collections of a few short documents, the
+size of a team's folder, whose keyword statistics differ from a big collection's.
 """
 
 from __future__ import annotations
@@ -42,13 +46,32 @@ class DocQASlice:
     withheld: int = 10  # not indexed: their questions are the unanswerable ones
     questions: int = 1000  # answerable, sampled from the indexed articles
     unanswerable: int = 250  # sampled from the withheld articles
+    paragraphs: int = 0  # an indexed article's first paragraphs only (0: all of them)
+
+    def cut(self, article: Article) -> Article:
+        """The article as indexed: its first `paragraphs`, with only their questions."""
+        if not self.paragraphs:
+            return article
+        return Article(
+            title=article.title,
+            paragraphs=article.paragraphs[: self.paragraphs],
+            qas=[qa for qa in article.qas if qa.paragraph < self.paragraphs],
+        )
+
+
+@dataclass(frozen=True)
+class QA:
+    id: str
+    question: str
+    answers: list[str]  # gold answer texts
+    paragraph: int  # the article's paragraph it was asked of
 
 
 @dataclass(frozen=True)
 class Article:
     title: str
     paragraphs: list[str]
-    qas: list[tuple[str, str, list[str]]]  # (id, question, answer texts)
+    qas: list[QA]
 
     @property
     def doc_id(self) -> str:
@@ -62,6 +85,24 @@ class Article:
     @property
     def text(self) -> str:
         return "\n\n".join([self.title, *self.paragraphs]) + "\n"
+
+
+def small_slices(part: Part, count: int, skip: int = 0) -> list[DocQASlice]:
+    """`count` collections of two articles' first four paragraphs each (about 5 KB of English),
+    asked the questions of those paragraphs and 30 unanswerable ones: of the next two articles
+    and of the paragraphs cut away."""
+    return [
+        DocQASlice(
+            part=part,
+            skip=skip + 4 * n,
+            articles=2,
+            withheld=2,
+            questions=100,
+            unanswerable=30,
+            paragraphs=4,
+        )
+        for n in range(count)
+    ]
 
 
 def is_docqa(path: Path) -> bool:
@@ -95,12 +136,12 @@ def load_articles(path: Path) -> list[Article]:
 def _article(item: dict[str, Any]) -> Article:
     title = urllib.parse.unquote(str(item["title"])).replace("_", " ").strip()
     paragraphs, qas = [], []
-    for paragraph in item["paragraphs"]:
+    for n, paragraph in enumerate(item["paragraphs"]):
         paragraphs.append(" ".join(str(paragraph["context"]).split()))
         for qa in paragraph["qas"]:
             answers = sorted({" ".join(a["text"].split()) for a in qa["answers"] if a["text"]})
             if answers and not qa.get("is_impossible", False):
-                qas.append((str(qa["id"]), " ".join(str(qa["question"]).split()), answers))
+                qas.append(QA(str(qa["id"]), " ".join(str(qa["question"]).split()), answers, n))
     return Article(title=title, paragraphs=paragraphs, qas=qas)
 
 
@@ -125,7 +166,8 @@ def load_docqa(path: Path, docs: Path, slice_: DocQASlice) -> tuple[list[Questio
         )
     lang = detect_language(part[0].paragraphs[0])
     part = part[slice_.skip :]
-    indexed = part[: slice_.articles]
+    whole = part[: slice_.articles]
+    indexed = [slice_.cut(article) for article in whole]
     withheld = part[slice_.articles : slice_.articles + slice_.withheld]
     docs.mkdir(parents=True, exist_ok=True)
     wanted = {f"{a.doc_id}.txt" for a in indexed}
@@ -138,28 +180,41 @@ def load_docqa(path: Path, docs: Path, slice_: DocQASlice) -> tuple[list[Questio
             target.write_text(article.text, encoding="utf-8")
     rng = random.Random(SPLIT_SEED)
     answerable = [(a, qa) for a in indexed for qa in a.qas]
-    unanswerable = [(a, qa) for a in withheld for qa in a.qas]
+    unanswerable = [(a, qa) for a in withheld for qa in a.qas] + _cut_away(whole, indexed)
     questions = [
         Question(
-            id=qa_id,
-            question=text,
-            answers=answers,
+            id=qa.id,
+            question=qa.question,
+            answers=qa.answers,
             doc_ids=[article.doc_id],
             category=f"{slice_.part}-answerable",
             lang=lang,
         )
-        for article, (qa_id, text, answers) in _sample(rng, answerable, slice_.questions)
+        for article, qa in _sample(rng, answerable, slice_.questions)
     ] + [
         Question(
-            id=qa_id,
-            question=text,
+            id=qa.id,
+            question=qa.question,
             unanswerable=True,
             category=f"{slice_.part}-withheld",
             lang=lang,
         )
-        for _, (qa_id, text, _) in _sample(rng, unanswerable, slice_.unanswerable)
+        for _, qa in _sample(rng, unanswerable, slice_.unanswerable)
     ]
     return questions, [docs]
+
+
+def _cut_away(whole: list[Article], indexed: list[Article]) -> list[tuple[Article, QA]]:
+    """Questions of the paragraphs cut from indexed articles whose answers the collection
+    nowhere holds: unanswerable, and about the very topic of a document it does hold."""
+    text = "\n".join(article.text for article in indexed)
+    kept = {qa.id for article in indexed for qa in article.qas}
+    return [
+        (article, qa)
+        for article in whole
+        for qa in article.qas
+        if qa.id not in kept and not any(answer in text for answer in qa.answers)
+    ]
 
 
 def _sample(rng: random.Random, items: list[Any], count: int) -> list[Any]:
