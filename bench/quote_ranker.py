@@ -160,7 +160,11 @@ def cross_encoder_runs(
     base = Settings()
     engine = Verbatim(
         base.model_copy(
-            update={"home": cache / f"{name}-eval" / "0", "index_dir": None, "quote_scorer": "hand"}
+            update={
+                "home": _home(cache, name, "eval", 0),
+                "index_dir": None,
+                "quote_scorer": "hand",
+            }
         )
     )
     scored: dict[str, QuoteScorer] = {
@@ -218,10 +222,14 @@ def _features(
     console.print(f"{name} {label}: indexing and collecting features")
     data = []
     for n, slice_ in enumerate(slices):
-        home = cache / f"{name}-{label}" / str(n)
-        data += collect_set(SHARED / SETS[name], home, slice_)[0]
+        data += collect_set(SHARED / SETS[name], _home(cache, name, label, n), slice_)[0]
     stored.write_bytes(pickle.dumps(data))
     return data
+
+
+def _home(cache: Path, name: str, label: str, n: int) -> Path:
+    """Where the `n`th collection of a set's training or evaluation slices is indexed."""
+    return cache / f"{name}-{label}" / str(n)
 
 
 def _with_p(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -270,6 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
+    cross_encoder = Settings().resolved_models_dir / CROSS_ENCODER_FOLDER
     for name, filename in SETS.items():
         if not (SHARED / filename).exists():
             console.print(f"skipping {name}: {SHARED / filename} is absent")
@@ -283,9 +292,8 @@ def main() -> None:
         for label, slices in (("eval", [EVAL_SLICE]), ("small-eval", SMALL_EVAL_SLICES[name])):
             test = [q for q in _features(name, label, slices, args.cache) if q.model_id == model_id]
             measured = {scorer: measure(s, train, test) for scorer, s in trained.items()}
-            folder = Settings().resolved_models_dir / CROSS_ENCODER_FOLDER
-            if name == "squad" and label == "eval" and folder.exists():
-                measured |= cross_encoder_runs(name, test, args.cache, folder)
+            if name == "squad" and label == "eval" and cross_encoder.exists():
+                measured |= cross_encoder_runs(name, test, args.cache, cross_encoder)
             results[name][label] = _with_p(measured)
             _print(f"{name}: {label}, {len(test)} questions", measured)
     write_results(results, args.out)

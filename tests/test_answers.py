@@ -16,7 +16,7 @@ from embeddings.encoder import Encoder
 from qa.answer import Answer
 from qa.engine import Verbatim
 from qa.filters import Filters
-from qa.quote_scorer import FEATURES
+from qa.quote_scorer import FEATURES, QuoteScorer
 from qa.quotes import answer_types, asked_names
 from qa.settings import Settings
 
@@ -302,8 +302,8 @@ class _RankedConfidence:
     """The shipped scorer's ranking, with a confidence that is sure of one chosen quote only
     (by rank position): what the answer threshold sees."""
 
-    def __init__(self, engine: Verbatim, sure_position: int) -> None:
-        self.learned = engine.quote_scorer
+    def __init__(self, learned: QuoteScorer, sure_position: int) -> None:
+        self.learned = learned
         self.sure_position = sure_position
 
     def rank(self, quotes: Any) -> Any:
@@ -324,10 +324,11 @@ def test_the_best_ranked_quote_decides_whether_a_question_is_answered(
     # The confidence model was fitted and calibrated on best quotes only: a lower-ranked quote
     # it happens to be sure of must not turn an abstention into an answer.
     question = "What did the 2+2 meeting decide about the Guidelines?"
-    monkeypatch.setattr(seed_engine, "quote_scorer", _RankedConfidence(seed_engine, 3))
+    learned = seed_engine.quote_scorer
+    monkeypatch.setattr(seed_engine, "quote_scorer", _RankedConfidence(learned, 3))
     abstained = seed_engine.ask(question)
     assert abstained.status == "no_answer" and len(abstained.quotes) == 1
-    monkeypatch.setattr(seed_engine, "quote_scorer", _RankedConfidence(seed_engine, 0))
+    monkeypatch.setattr(seed_engine, "quote_scorer", _RankedConfidence(learned, 0))
     answered = seed_engine.ask(question)
     assert answered.status == "answered"
     assert answered.quotes[0].text == abstained.quotes[0].text  # the same best quote, now sure

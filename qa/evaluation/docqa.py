@@ -37,29 +37,6 @@ EVAL_SHARE = 0.2  # of a set's articles, in the evaluation part
 
 
 @dataclass(frozen=True)
-class DocQASlice:
-    """Which articles and questions of a part to use."""
-
-    part: Part = "eval"
-    skip: int = 0  # articles of the part passed over first (another slice's)
-    articles: int = 40  # indexed: the collection asked
-    withheld: int = 10  # not indexed: their questions are the unanswerable ones
-    questions: int = 1000  # answerable, sampled from the indexed articles
-    unanswerable: int = 250  # sampled from the withheld articles
-    paragraphs: int = 0  # an indexed article's first paragraphs only (0: all of them)
-
-    def cut(self, article: Article) -> Article:
-        """The article as indexed: its first `paragraphs`, with only their questions."""
-        if not self.paragraphs:
-            return article
-        return Article(
-            title=article.title,
-            paragraphs=article.paragraphs[: self.paragraphs],
-            qas=[qa for qa in article.qas if qa.paragraph < self.paragraphs],
-        )
-
-
-@dataclass(frozen=True)
 class QA:
     id: str
     question: str
@@ -85,6 +62,29 @@ class Article:
     @property
     def text(self) -> str:
         return "\n\n".join([self.title, *self.paragraphs]) + "\n"
+
+
+@dataclass(frozen=True)
+class DocQASlice:
+    """Which articles and questions of a part to use."""
+
+    part: Part = "eval"
+    skip: int = 0  # articles of the part passed over first (another slice's)
+    articles: int = 40  # indexed: the collection asked
+    withheld: int = 10  # not indexed: their questions are the unanswerable ones
+    questions: int = 1000  # answerable, sampled from the indexed articles
+    unanswerable: int = 250  # sampled from the withheld articles
+    paragraphs: int = 0  # an indexed article's first paragraphs only (0: all of them)
+
+    def cut(self, article: Article) -> Article:
+        """The article as indexed: its first `paragraphs`, with only their questions."""
+        if not self.paragraphs:
+            return article
+        return Article(
+            title=article.title,
+            paragraphs=article.paragraphs[: self.paragraphs],
+            qas=[qa for qa in article.qas if qa.paragraph < self.paragraphs],
+        )
 
 
 def small_slices(part: Part, count: int, skip: int = 0) -> list[DocQASlice]:
@@ -180,7 +180,9 @@ def load_docqa(path: Path, docs: Path, slice_: DocQASlice) -> tuple[list[Questio
             target.write_text(article.text, encoding="utf-8")
     rng = random.Random(SPLIT_SEED)
     answerable = [(a, qa) for a in indexed for qa in a.qas]
-    unanswerable = [(a, qa) for a in withheld for qa in a.qas] + _cut_away(whole, indexed)
+    unanswerable = [(a, qa) for a in withheld for qa in a.qas]
+    if slice_.paragraphs:
+        unanswerable += _cut_away(whole, indexed)
     questions = [
         Question(
             id=qa.id,
