@@ -28,7 +28,9 @@ def configure_logging(
             *renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or cast(TextIO, _Stderr())),
+        # One write per line, its newline included (print's two writes interleave with other
+        # processes' lines on a shared unbuffered stderr: `serve --workers`, PYTHONUNBUFFERED)
+        logger_factory=structlog.WriteLoggerFactory(file=stream or cast(TextIO, _Stderr())),
         cache_logger_on_first_use=False,
     )
 

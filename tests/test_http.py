@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import httpx
 import pytest
@@ -16,7 +16,7 @@ import pytest
 from bots.http import create_app
 from embeddings.encoder import Encoder
 from qa.engine import Verbatim
-from qa.logs import configure_logging
+from qa.logs import configure_logging, get_logger
 from qa.settings import Settings
 
 from .conftest import DESIGN_ANSWER_FIELDS, DESIGN_CONVERSATION_FIELDS, DESIGN_QUOTE_FIELDS
@@ -257,6 +257,32 @@ def test_access_log_is_structured_and_keeps_questions_out(
         assert next(e for e in logged if e.get("request_id") == "req-2")["question"] == TROOPS
     finally:
         configure_logging("WARNING")
+
+
+class _Writes:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_each_log_line_is_one_write_so_processes_sharing_stderr_never_mix_lines() -> None:
+    # `serve --workers` processes share one stderr; unbuffered, a line written in two parts
+    # let two processes' "ready" events run together into one unparseable line
+    stream = _Writes()
+    configure_logging("INFO", cast(TextIO, stream))
+    try:
+        get_logger("test").info("ready", pid=1)
+        get_logger("test").info("ready", pid=2)
+    finally:
+        configure_logging("WARNING")
+    assert len(stream.calls) == 2 and all(call.endswith("}\n") for call in stream.calls)
+    assert [json.loads(call)["pid"] for call in stream.calls] == [1, 2]
 
 
 def test_openapi_answer_schema_matches_the_design(server: LiveServer) -> None:
